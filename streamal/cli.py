@@ -1,0 +1,251 @@
+"""``streamal <verb>``: run, demo, oracle, record, replay, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from streamal.errors import ConfigError, StreamalError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, getattr(logging, level)))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamal.config import load_settings
+    from streamal.service import Service
+
+    settings = load_settings(args.config or os.environ.get("STREAMAL_CONFIG"))
+    _setup_logging(settings.log_level)
+    if args.role != "all":
+        raise ConfigError(f"--role {args.role}: only the all-in-one role exists in this version")
+    return asyncio.run(Service(settings).run())
+
+
+def _kafka_options(bootstrap: str) -> dict[str, object]:
+    from streamal.config import KafkaSettings
+    from streamal.kafka.client import connection_options
+
+    return connection_options(KafkaSettings(bootstrap_servers=bootstrap))
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    servers: str | None = args.bootstrap_servers or os.environ.get("STREAMAL_KAFKA__BOOTSTRAP_SERVERS")
+    if not servers:
+        raise ConfigError("--bootstrap-servers (or STREAMAL_KAFKA__BOOTSTRAP_SERVERS) is required")
+    return servers
+
+
+def _cmd_oracle(args: argparse.Namespace) -> int:
+    import signal
+
+    from streamal.datasets import load
+    from streamal.oracle import run_oracle
+
+    _setup_logging("INFO")
+    truth = {r.id: r.label for r in load(args.data, target=args.target, id_column=args.id_column)}
+    options = _kafka_options(_bootstrap(args))
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        stats = await run_oracle(
+            options,
+            truth,
+            stopping,
+            requests_topic=args.requests_topic,
+            labels_topic=args.labels_topic,
+            delay_seconds=args.delay,
+            miss_rate=args.miss_rate,
+        )
+        logging.getLogger("streamal.oracle").info("stopped: %s", stats)
+
+    asyncio.run(main())
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from streamal.replay import record
+
+    options = _kafka_options(_bootstrap(args))
+    with open(args.out, "wb") as out:
+        n = asyncio.run(
+            record(
+                options,
+                args.topic,
+                out,
+                max_messages=args.max_messages,
+                idle_seconds=args.idle_seconds,
+                until_end=not args.follow,
+            )
+        )
+    print(f"recorded {n} messages from {', '.join(args.topic)} to {args.out}")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from streamal.replay import read_file, replay
+
+    topic_map = {}
+    for item in args.topic_map:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise ConfigError(f"--topic-map {item!r}: expected OLD=NEW")
+        topic_map[old] = new
+    options = _kafka_options(_bootstrap(args))
+    n = asyncio.run(
+        replay(
+            options,
+            read_file(Path(args.file)),
+            speed=args.speed,
+            topic_map=topic_map,
+            keep_partitions=args.keep_partitions,
+        )
+    )
+    print(f"replayed {n} messages from {args.file}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from streamal.datasets import load
+    from streamal.evaluation.plots import learning_curve_png
+    from streamal.evaluation.simulate import simulate
+
+    records = load(args.data, target=args.target, id_column=args.id_column)
+    result = simulate(
+        records,
+        strategy=args.strategy,
+        policy=args.policy,
+        budget=args.budget,
+        model=args.model,
+        delay=args.delay,
+        seed=args.seed,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    learning_curve_png(
+        out / "learning_curve.png",
+        {f"{args.strategy} / {args.policy}": result.hits},
+        title=f"{args.data}: prequential accuracy at budget {args.budget}",
+    )
+    print(orjson.dumps({k: v for k, v in summary.items() if k != "curve"}).decode())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamal.demo import run_demo
+
+    return run_demo(
+        data=args.data,
+        budget=args.budget,
+        rate=args.rate,
+        delay=args.delay,
+        out=Path(args.out),
+        max_seconds=args.max_seconds,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from streamal.policies import POLICIES
+    from streamal.strategies import STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="streamal", description="Stream-based active learning on Kafka.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("run", help="run the service (configuration: --config FILE and STREAMAL_* variables)")
+    p.add_argument("--config", help="YAML settings file (environment variables override it)")
+    p.add_argument(
+        "--role", default="all", choices=["all"], help="all-in-one: scorer and learner in one process"
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "demo", help="embedded broker + service + oracle on a real data set; ends with a summary"
+    )
+    p.add_argument("--data", default="image_segments", help="built-in data set (default: image_segments)")
+    p.add_argument("--budget", type=float, default=0.1)
+    p.add_argument("--rate", type=float, default=100.0, help="samples per second sent")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds before the oracle answers")
+    p.add_argument("--out", default="demo-output", help="folder for the summary and the plot")
+    p.add_argument("--max-seconds", type=float, default=150.0, help="hard stop")
+    p.set_defaults(func=_cmd_demo)
+
+    def kafka(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bootstrap-servers", help="default: STREAMAL_KAFKA__BOOTSTRAP_SERVERS")
+
+    p = sub.add_parser("oracle", help="answer label requests from a labelled file after a delay")
+    kafka(p)
+    p.add_argument("--data", required=True, help="built-in data set name, or a .csv / .jsonl file")
+    p.add_argument("--target", default="label", help="the label column")
+    p.add_argument("--id-column", default="id", help="the id column (default: id)")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds before answering")
+    p.add_argument("--miss-rate", type=float, default=0.0, help="fraction of requests left unanswered")
+    p.add_argument("--requests-topic", default="label-requests")
+    p.add_argument("--labels-topic", default="labels")
+    p.set_defaults(func=_cmd_oracle)
+
+    p = sub.add_parser("record", help="record topics to a JSON-lines file")
+    kafka(p)
+    p.add_argument("--topic", action="append", required=True, help="topic to record (repeatable)")
+    p.add_argument("--out", required=True, help="the JSON-lines file to write")
+    p.add_argument("--max-messages", type=int)
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="stop after this long without a message")
+    p.add_argument("--follow", action="store_true", help="keep recording past the end offsets seen at start")
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("replay", help="replay a recorded JSON-lines file into topics")
+    kafka(p)
+    p.add_argument("file")
+    p.add_argument("--speed", type=float, default=0.0, help="1: as recorded, 2: twice as fast, 0: at once")
+    p.add_argument("--topic-map", action="append", default=[], metavar="OLD=NEW", help="rename a topic")
+    p.add_argument("--keep-partitions", action="store_true", help="write to the recorded partitions")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("simulate", help="offline prequential evaluation of one strategy and policy")
+    p.add_argument("--data", required=True)
+    p.add_argument("--target", default="label")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--strategy", default="margin", choices=sorted(STRATEGIES))
+    p.add_argument("--policy", default="variable_uncertainty", choices=sorted(POLICIES))
+    p.add_argument("--model", default="knn")
+    p.add_argument("--budget", type=float, default=0.1)
+    p.add_argument("--delay", type=int, default=0, help="label delay, in samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="simulate-output")
+    p.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"streamal: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StreamalError as exc:
+        print(f"streamal: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The settings root: one pydantic-settings object, from a YAML file and ``STREAMAL_`` environment variables.
+
+Environment variables win over the file; nested names use ``__``: ``STREAMAL_POLICY__BUDGET=0.05``.
+A wrong setting fails at start with a message that names it in both spellings.
+
+>>> s = load_settings(env={"STREAMAL_POLICY__BUDGET": "0.05", "STREAMAL_TOPICS__SAMPLES": "in"})
+>>> s.policy.budget, s.topics.samples, s.topics.labels
+(0.05, 'in', 'labels')
+>>> load_settings(env={"STREAMAL_POLICY__BUDGET": "2"})
+Traceback (most recent call last):
+...
+streamal.errors.ConfigError: STREAMAL_POLICY__BUDGET (policy.budget): Input should be less than or equal to 1
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from streamal.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list of brokers.")
+    client_id: str = Field("streamal", description="Client id the broker sees in its logs and quotas.")
+    group_id: str = Field("streamal", description="Consumer group of the service.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    ssl_key_password: SecretStr | None = None
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new consumer group starts reading."
+    )
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100, le=60_000)
+    max_batch_size: int = Field(2_000, ge=1, le=100_000, description="Most records scored in one batch.")
+    partitions: int = Field(3, ge=1, le=10_000, description="Partitions of the topics the service creates.")
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="Replication of the topics the service creates."
+    )
+    linger_ms: int = Field(5, ge=0, le=10_000, description="Producer batching delay.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server.strip()!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {str(path)!r}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+
+class TopicSettings(_Section):
+    samples: str = Field("samples", min_length=1, description="Samples to score (in).")
+    predictions: str = Field("predictions", min_length=1, description="A prediction for every sample (out).")
+    label_requests: str = Field(
+        "label-requests", min_length=1, description="Samples chosen for labelling (out)."
+    )
+    labels: str = Field("labels", min_length=1, description="Labels coming back (in).")
+    dead_letters: str = Field(
+        "dead-letters", min_length=1, description="Malformed input, with the reason (out)."
+    )
+    create_missing: bool = Field(True, description="Create missing topics at start.")
+
+
+class ModelSettings(_Section):
+    name: str = Field(
+        "knn", description="knn, gaussian_nb, softmax, hoeffding_tree, or river:<module>.<Class>."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the model.")
+
+
+class StrategySettings(_Section):
+    name: str = Field("margin", description="least_confidence, margin, entropy or random.")
+    seed: int | None = Field(0, description="Seed of the strategy's random numbers (null: from the OS).")
+
+
+class PolicySettings(_Section):
+    name: str = Field(
+        "variable_uncertainty",
+        description="threshold, fixed_rate, variable_uncertainty, randomized_variable_uncertainty or split.",
+    )
+    budget: float = Field(0.1, gt=0.0, le=1.0, description="Largest fraction of samples sent for labelling.")
+    seed: int | None = Field(0, description="Seed of the policy's random numbers (null: from the OS).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Other arguments, e.g. threshold, window."
+    )
+
+
+class PendingSettings(_Section):
+    max_size: int = Field(100_000, ge=1, description="Most label requests awaiting a label at once.")
+    ttl_seconds: float = Field(86_400.0, gt=0, description="How long a label request waits for its label.")
+
+
+class CheckpointSettings(_Section):
+    dir: Path | None = Field(None, description="Where checkpoints are written (none: no checkpoints).")
+    interval_seconds: float = Field(30.0, gt=0, description="Time between checkpoints.")
+    key: SecretStr | None = Field(
+        None, description="HMAC key that signs checkpoints (none: a key file in dir)."
+    )
+
+
+class HttpSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address of /metrics, /healthz, /readyz and /v1/model.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP endpoints (0: any free port).")
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, in one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMAL_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    model: ModelSettings = ModelSettings()
+    strategy: StrategySettings = StrategySettings()
+    policy: PolicySettings = PolicySettings()
+    pending: PendingSettings = PendingSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def _name(loc: tuple[int | str, ...]) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    env = "STREAMAL_" + "__".join(str(p).upper() for p in loc)
+    return f"{env} ({dotted})"
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``path`` (YAML) and the environment (``env``, default ``os.environ``)."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"--config: no such file {str(path)!r}")
+    cls: type[Settings] = Settings
+    if path is not None:
+        cls = type(
+            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": str(path)}}
+        )
+    environ = os.environ if env is None else env
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    for key in environ:
+        if key.upper().startswith("STREAMAL_"):
+            section = key.upper().removeprefix("STREAMAL_").split("__")[0]
+            if section not in known:
+                raise ConfigError(f"{key}: not a streamal setting (sections: {', '.join(sorted(known))})")
+    saved = None
+    if env is not None:
+        saved = {k: v for k, v in os.environ.items() if k.upper().startswith("STREAMAL_")}
+        for key in saved:
+            del os.environ[key]
+        os.environ.update(env)
+    try:
+        return cls()
+    except ValidationError as exc:
+        problems = [f"{_name(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+        raise ConfigError("; ".join(problems)) from None
+    finally:
+        if saved is not None and env is not None:
+            for key in env:
+                os.environ.pop(key, None)
+            os.environ.update(saved)

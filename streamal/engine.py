@@ -1,0 +1,143 @@
+"""The pure, synchronous core: a batch of samples in, decisions out; a label in, an outcome out.
+
+No Kafka, no asyncio, no clock but the one injected: the service, the offline simulator and the tests all
+drive this same object.
+
+>>> from streamal.messages import Sample, Label
+>>> from streamal.models import build_model
+>>> from streamal.strategies import Entropy
+>>> from streamal.policies import VariableUncertainty
+>>> engine = Engine(build_model("knn"), Entropy(), VariableUncertainty(budget=0.5), clock=lambda: 0.0)
+>>> [d] = engine.score([Sample(id="s1", features={"x": 1.0})])
+>>> d.prediction, d.uncertainty, d.queried           # an untrained model is maximally uncertain
+(None, 1.0, True)
+>>> engine.learn(Label(id="s1", label="cat")).value, engine.model_version, engine.labels_learned
+('applied', 1, 1)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamal.messages import ClassLabel, Label, Proba, Sample
+from streamal.models.base import Model
+from streamal.pending import LabelOutcome, PendingRequest, PendingRequests
+from streamal.policies.base import Policy
+from streamal.strategies.base import Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the engine decided for one sample."""
+
+    sample: Sample
+    prediction: ClassLabel | None
+    proba: Proba
+    uncertainty: float  # 1 - max p (1.0 when the model knows no class)
+    utility: float  # the strategy's utility
+    queried: bool
+    model_version: int
+    ts: float
+
+
+class Engine:
+    """Model → strategy → policy for samples; pending request → model update for labels."""
+
+    def __init__(
+        self,
+        model: Model,
+        strategy: Strategy,
+        policy: Policy,
+        pending: PendingRequests | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        accuracy_window: int = 1000,
+    ) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.policy = policy
+        self.pending = pending if pending is not None else PendingRequests(clock=clock)
+        self._clock = clock
+        self.model_version = 0
+        self.labels_learned = 0
+        self.samples_scored = 0
+        self.requests_made = 0
+        self.outcomes: dict[LabelOutcome, int] = dict.fromkeys(LabelOutcome, 0)
+        self._hits: deque[bool] = deque(maxlen=accuracy_window)
+        self.correct_total = 0
+
+    # -- samples ----------------------------------------------------------------------------------
+    def score(self, samples: Sequence[Sample]) -> list[Decision]:
+        """Score a batch with the current model, then decide each sample in order."""
+        if not samples:
+            return []
+        probas = self.model.predict_proba_many([s.features for s in samples])
+        now = self._clock()
+        version = self.model_version
+        utility_of = self.strategy.utility
+        decide = self.policy.decide
+        out = []
+        for sample, proba in zip(samples, probas, strict=True):
+            prediction: ClassLabel | None = None
+            uncertainty = 1.0
+            if proba:
+                best = max(proba, key=proba.__getitem__)
+                prediction, uncertainty = best, 1.0 - proba[best]
+            utility = utility_of(proba)
+            queried = decide(utility)
+            if queried:
+                self.pending.add(sample.id, PendingRequest(sample.features, prediction, version, now))
+            out.append(Decision(sample, prediction, proba, uncertainty, utility, queried, version, now))
+        self.samples_scored += len(samples)
+        self.requests_made += sum(d.queried for d in out)
+        return out
+
+    # -- labels -----------------------------------------------------------------------------------
+    def learn(self, label: Label) -> LabelOutcome:
+        """Join a label with its request and learn from the features as they were scored."""
+        outcome, request = self.pending.resolve(label.id, label.label)
+        self.outcomes[outcome] += 1
+        if request is not None:
+            hit = request.prediction == label.label
+            self._hits.append(hit)
+            self.correct_total += hit
+            self.model.learn_one(request.features, label.label)
+            self.model_version += 1
+            self.labels_learned += 1
+        return outcome
+
+    def expire(self) -> int:
+        """Drop requests that outlived their time to live (call it now and then)."""
+        n = self.pending.expire()
+        return n
+
+    # -- what the outside sees --------------------------------------------------------------------
+    @property
+    def prequential_accuracy(self) -> float | None:
+        """Accuracy of the predictions made before learning, over the most recent labels."""
+        return sum(self._hits) / len(self._hits) if self._hits else None
+
+    @property
+    def budget_spent(self) -> float:
+        """Fraction of all samples scored that were asked for."""
+        return self.requests_made / self.samples_scored if self.samples_scored else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.model_version,
+            "labels_learned": self.labels_learned,
+            "samples_scored": self.samples_scored,
+            "label_requests": self.requests_made,
+            "pending_requests": len(self.pending),
+            "classes": self.model.classes,
+            "model": self.model.name,
+            "strategy": self.strategy.name,
+            "policy": self.policy.state(),
+            "prequential_accuracy": self.prequential_accuracy,
+            "budget_spent": self.budget_spent,
+            "outcomes": {o.value: n for o, n in self.outcomes.items()},
+        }

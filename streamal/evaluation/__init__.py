@@ -1,0 +1,1 @@
+"""Offline evaluation: the same engine as the service, fed from a labelled stream without Kafka."""

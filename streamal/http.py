@@ -1,0 +1,51 @@
+"""The HTTP endpoints on one port: ``/metrics``, ``/healthz``, ``/readyz``, ``/v1/model`` (aiohttp)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+def build_app(
+    registry: CollectorRegistry,
+    model_info: Callable[[], dict[str, Any]],
+    alive: Callable[[], bool],
+    ready: Callable[[], bool],
+) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok = alive()
+        return web.json_response({"status": "ok" if ok else "stalled"}, status=200 if ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready()
+        return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+
+    async def model(_: web.Request) -> web.Response:
+        body = orjson.dumps(model_info(), option=orjson.OPT_NON_STR_KEYS)
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/model", model)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (``await runner.cleanup()`` stops it) and the bound port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

@@ -1,0 +1,1 @@
+"""The only package that knows aiokafka: connections, topics, the produce-then-commit loop, dead letters."""

@@ -1,0 +1,109 @@
+"""Prometheus metrics, on a registry the caller passes in (never the global one).
+
+Names follow Prometheus' rules: base units, ``_total`` for counters, label values from small fixed sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streamal.errors import DecodeError
+from streamal.pending import LabelOutcome
+
+STAGES = ("decode", "score", "decide", "produce", "learn", "commit")
+
+_LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.samples = Counter("streamal_samples", "Samples scored.", registry=registry)
+        self.predictions = Counter(
+            "streamal_predictions", "Predictions acknowledged by the broker.", registry=registry
+        )
+        self.label_requests = Counter("streamal_label_requests", "Label requests made.", registry=registry)
+        self.labels = Counter(
+            "streamal_labels", "Labels received, by outcome.", ["outcome"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "streamal_dead_letters",
+            "Malformed messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.budget = Gauge("streamal_budget_ratio", "The configured labelling budget.", registry=registry)
+        self.budget_spent = Gauge(
+            "streamal_budget_spent_ratio",
+            "Fraction of recent samples asked for (the policy's estimate).",
+            registry=registry,
+        )
+        self.accuracy = Gauge(
+            "streamal_prequential_accuracy_ratio",
+            "Accuracy of predictions made before learning, recent labels.",
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "streamal_model_version", "Version of the model (labels learned).", registry=registry
+        )
+        self.model_updated = Gauge(
+            "streamal_model_last_update_timestamp_seconds", "When the model last learned.", registry=registry
+        )
+        self.pending = Gauge(
+            "streamal_pending_requests", "Label requests awaiting their label.", registry=registry
+        )
+        self.pending_dropped = Counter(
+            "streamal_pending_dropped",
+            "Label requests dropped unanswered, by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.processing = Histogram(
+            "streamal_processing_seconds",
+            "Time spent per batch, by stage.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "streamal_batch_size_messages",
+            "Records per fetched batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "streamal_consumer_lag_messages",
+            "Messages not yet consumed, by partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "streamal_errors", "Errors met by the service loop, by kind.", ["kind"], registry=registry
+        )
+        self.ready = Gauge(
+            "streamal_ready", "1 when partitions are assigned and the model is loaded.", registry=registry
+        )
+        # every label value exists from the start, so rates and alerts see zeros, not absent series
+        for outcome in LabelOutcome:
+            self.labels.labels(outcome.value)
+        for reason in sorted(DecodeError.REASONS):
+            self.dead_letters.labels(reason)
+        for stage in STAGES:
+            self.processing.labels(stage)
+        for cause in ("evicted", "timed_out"):
+            self.pending_dropped.labels(cause)

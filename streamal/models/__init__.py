@@ -1,0 +1,76 @@
+"""Online models behind one interface; ``build_model`` turns a name and parameters into one."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from streamal.errors import ConfigError
+from streamal.models.adapter import RiverModel
+from streamal.models.base import Model
+from streamal.models.knn import KNNClassifier
+
+__all__ = ["MODELS", "KNNClassifier", "Model", "RiverModel", "build_model"]
+
+
+def _knn(**params: Any) -> Any:
+    return KNNClassifier(**params)
+
+
+def _gaussian_nb(**params: Any) -> Any:
+    from river import naive_bayes
+
+    return naive_bayes.GaussianNB(**params)  # type: ignore[no-untyped-call]
+
+
+def _softmax(**params: Any) -> Any:
+    from river import linear_model, preprocessing
+
+    return preprocessing.StandardScaler() | linear_model.SoftmaxRegression(**params)
+
+
+def _hoeffding_tree(**params: Any) -> Any:
+    from river import tree
+
+    return tree.HoeffdingTreeClassifier(**params)
+
+
+#: model name -> factory of the river estimator; ``river:<module>.<Class>`` names any other river classifier
+MODELS: dict[str, Callable[..., Any]] = {
+    "knn": _knn,
+    "gaussian_nb": _gaussian_nb,
+    "softmax": _softmax,
+    "hoeffding_tree": _hoeffding_tree,
+}
+
+
+def build_model(name: str, params: dict[str, Any] | None = None) -> Model:
+    """Build a model by name.
+
+    >>> build_model("knn", {"n_neighbors": 3}).name
+    'knn'
+    >>> build_model("river:naive_bayes.GaussianNB").name
+    'river:naive_bayes.GaussianNB'
+    """
+    params = params or {}
+    if name.startswith("river:"):
+        path = name.removeprefix("river:")
+        module_name, _, cls_name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(f"river.{module_name}"), cls_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"model.name: no river classifier {path!r} ({exc})") from None
+        factory: Callable[..., Any] = cls
+    elif name in MODELS:
+        factory = MODELS[name]
+    else:
+        known = ", ".join(sorted(MODELS))
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; choose one of {known}, or river:<module>.<Class>"
+        )
+    try:
+        estimator = factory(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.params: {exc}") from None
+    return RiverModel(estimator, name=name)

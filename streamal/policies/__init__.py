@@ -1,0 +1,43 @@
+"""Budget policies: whether a utility is worth a label. Register a new one in ``POLICIES``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamal.errors import ConfigError
+from streamal.policies.base import Policy
+from streamal.policies.fixed_rate import FixedRate
+from streamal.policies.split import Split
+from streamal.policies.threshold import FixedThreshold
+from streamal.policies.variable_uncertainty import RandomizedVariableUncertainty, VariableUncertainty
+
+__all__ = [
+    "POLICIES",
+    "FixedRate",
+    "FixedThreshold",
+    "Policy",
+    "RandomizedVariableUncertainty",
+    "Split",
+    "VariableUncertainty",
+    "build_policy",
+]
+
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (FixedThreshold, FixedRate, VariableUncertainty, RandomizedVariableUncertainty, Split)
+}
+
+
+def build_policy(
+    name: str, budget: float, seed: int | None = None, params: dict[str, Any] | None = None
+) -> Policy:
+    try:
+        cls = POLICIES[name]
+    except KeyError:
+        raise ConfigError(
+            f"policy.name: unknown policy {name!r}; choose one of {', '.join(sorted(POLICIES))}"
+        ) from None
+    try:
+        return cls(budget=budget, seed=seed, **(params or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"policy: {exc}") from None

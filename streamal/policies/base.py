@@ -1,0 +1,68 @@
+"""A policy decides, sample by sample, whether a utility is worth one label of the budget.
+
+The base class owns the budget: a windowed estimate of the fraction of samples asked for (Žliobaitė et
+al. 2014, "Active learning with drifting streaming data", with the bias correction that keeps the first
+``window`` samples from overspending). Above the budget nothing is asked; below ``min_spend`` times the
+budget the next sample is asked whatever its utility, so an over-confident model cannot starve the
+learner. In between, the subclass's one hook, :meth:`_ask`, decides.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from typing import Any, ClassVar
+
+
+class Policy(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(
+        self, budget: float = 0.1, window: int = 1000, min_spend: float = 0.5, seed: int | None = None
+    ) -> None:
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"budget must be in (0, 1], got {budget}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        if not 0.0 <= min_spend <= 1.0:
+            raise ValueError(f"min_spend must be in [0, 1], got {min_spend}")
+        self.budget = budget
+        self.window = window
+        self.min_spend = min_spend
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._decay = 1.0 - 1.0 / window
+        self._asked = 0.0  # decayed count of requests
+        self._seen = 0.0  # decayed count of samples
+        self.n_seen = 0
+        self.n_asked = 0
+
+    @property
+    def spending(self) -> float:
+        """The windowed fraction of recent samples that were asked for."""
+        return self._asked / self._seen if self._seen else 0.0
+
+    def decide(self, utility: float) -> bool:
+        spent = self.spending
+        if spent >= self.budget:
+            ask = False
+        elif spent < self.min_spend * self.budget:
+            ask = True
+        else:
+            ask = self._ask(utility)
+        self._asked = self._asked * self._decay + ask
+        self._seen = self._seen * self._decay + 1.0
+        self.n_seen += 1
+        self.n_asked += ask
+        return ask
+
+    @abc.abstractmethod
+    def _ask(self, utility: float) -> bool:
+        """Whether to ask, given that the budget allows it."""
+
+    def state(self) -> dict[str, Any]:
+        """What a dashboard or ``/v1/model`` shows of this policy."""
+        return {"name": self.name, "budget": self.budget, "spending": self.spending}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(budget={self.budget}, window={self.window}, seed={self.seed!r})"

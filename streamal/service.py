@@ -1,0 +1,235 @@
+"""Wiring: settings → objects, once; then the lifecycle of the service (start, run, stop on a signal).
+
+The service owns no logic of its own: the engine decides, the worker moves records, the HTTP app shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from streamal import checkpoint
+from streamal.config import Settings
+from streamal.engine import Engine
+from streamal.http import build_app, serve
+from streamal.kafka.client import connection_options, ensure_topics
+from streamal.kafka.outbox import Outbox
+from streamal.kafka.worker import Topics, Worker
+from streamal.metrics import Metrics
+from streamal.models import build_model
+from streamal.pending import PendingRequests
+from streamal.policies import build_policy
+from streamal.strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+#: /healthz fails when the loop has not turned for this long
+STALL_SECONDS = 30.0
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The engine the settings describe (every name and parameter is checked here, at start)."""
+    return Engine(
+        build_model(settings.model.name, settings.model.params),
+        build_strategy(settings.strategy.name, seed=settings.strategy.seed),
+        build_policy(
+            settings.policy.name, settings.policy.budget, settings.policy.seed, settings.policy.params
+        ),
+        PendingRequests(max_size=settings.pending.max_size, ttl_seconds=settings.pending.ttl_seconds),
+    )
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._service.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._service.assigned |= set(assigned)
+        self._service.seek_to_checkpoint(assigned)
+
+
+class Service:
+    """``await Service(settings).run()`` runs until SIGTERM/SIGINT (or :meth:`stop`) and returns 0."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.engine = build_engine(settings)
+        self.topics = Topics(
+            samples=settings.topics.samples,
+            labels=settings.topics.labels,
+            predictions=settings.topics.predictions,
+            label_requests=settings.topics.label_requests,
+            dead_letters=settings.topics.dead_letters,
+        )
+        self.assigned: set[TopicPartition] = set()
+        self.http_port: int | None = None
+        self._stopping = asyncio.Event()
+        self._worker: Worker | None = None
+        self._restored_offsets: dict[str, dict[int, int]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        ckpt = settings.checkpoint
+        self._ckpt_dir: Path | None = ckpt.dir
+        self._ckpt_key = (
+            checkpoint.key_for(ckpt.dir, ckpt.key.get_secret_value() if ckpt.key else None)
+            if ckpt.dir
+            else b""
+        )
+        self._last_checkpoint = time.monotonic()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics.budget.set(settings.policy.budget)
+
+    # -- what HTTP shows --------------------------------------------------------------------------
+    def alive(self) -> bool:
+        worker = self._worker
+        return worker is None or time.monotonic() - worker.last_turn < STALL_SECONDS
+
+    def ready(self) -> bool:
+        return self._worker is not None and bool(self.assigned) and not self._stopping.is_set()
+
+    def model_info(self) -> dict[str, Any]:
+        info = dict(self._worker.status if self._worker else self.engine.describe())
+        info["budget"] = self.settings.policy.budget
+        return info
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        if self._ckpt_dir is None:
+            return
+        saved = checkpoint.load(self._ckpt_dir, self._ckpt_key)
+        if saved is None:
+            return
+        self.engine = saved.engine
+        self._restored_offsets = saved.offsets
+        log.info(
+            "restored checkpoint: model version %d, %d labels learned, %d requests pending",
+            self.engine.model_version,
+            self.engine.labels_learned,
+            len(self.engine.pending),
+        )
+
+    def seek_to_checkpoint(self, assigned: list[TopicPartition]) -> None:
+        if self._consumer is None:
+            return
+        for tp in assigned:
+            offset = self._restored_offsets.get(tp.topic, {}).pop(tp.partition, None)
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+
+    async def _checkpoint(self) -> None:
+        """Snapshot the engine with the offsets it reflects (synchronously: no batch runs meanwhile),
+        then write it in a thread."""
+        if self._ckpt_dir is None or self._worker is None:
+            return
+        positions = {t: dict(p) for t, p in self._worker.positions.items()}
+        for topic, parts in self._restored_offsets.items():  # partitions restored but not assigned to us now
+            for partition, offset in parts.items():
+                positions.setdefault(topic, {}).setdefault(partition, offset)
+        created = time.time()
+        payload = checkpoint.dumps(checkpoint.Checkpoint(self.engine, positions, created))
+        self._last_checkpoint = time.monotonic()
+        await asyncio.to_thread(checkpoint.write, self._ckpt_dir, payload, created, self._ckpt_key)
+
+    def _after_batch(self) -> None:
+        interval = self.settings.checkpoint.interval_seconds
+        if self._ckpt_dir is not None and time.monotonic() - self._last_checkpoint >= interval:
+            self._last_checkpoint = time.monotonic()
+            task = asyncio.get_running_loop().create_task(self._checkpoint())
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics.errors.labels("checkpoint").inc()
+            log.error("checkpoint failed: %r", task.exception())
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        s = self.settings
+        self._restore()
+        app = build_app(self.registry, self.model_info, self.alive, self.ready)
+        runner, self.http_port = await serve(app, s.http.host, s.http.port)
+        log.info("HTTP on http://%s:%d (/metrics /healthz /readyz /v1/model)", s.http.host, self.http_port)
+        producer: AIOKafkaProducer | None = None
+        consumer: AIOKafkaConsumer | None = None
+        try:
+            if s.topics.create_missing:
+                await ensure_topics(
+                    s.kafka,
+                    [
+                        self.topics.samples,
+                        self.topics.labels,
+                        self.topics.predictions,
+                        self.topics.label_requests,
+                        self.topics.dead_letters,
+                    ],
+                )
+            options = connection_options(s.kafka)
+            producer = AIOKafkaProducer(
+                **options, acks="all", linger_ms=s.kafka.linger_ms, enable_idempotence=False
+            )
+            await producer.start()
+            consumer = AIOKafkaConsumer(
+                **options,
+                group_id=s.kafka.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=s.kafka.auto_offset_reset,
+                session_timeout_ms=s.kafka.session_timeout_ms,
+                heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            self._consumer = consumer
+            consumer.subscribe([self.topics.samples, self.topics.labels], listener=_Assignment(self))
+            await consumer.start()
+            self._worker = Worker(
+                self.engine,
+                consumer,
+                Outbox(producer),
+                self.topics,
+                self.metrics,
+                max_batch_size=s.kafka.max_batch_size,
+                on_batch=self._after_batch,
+            )
+            self.metrics.ready.set(1)
+            log.info(
+                "scoring %s with %s / %s / %s at budget %s",
+                self.topics.samples,
+                s.model.name,
+                s.strategy.name,
+                s.policy.name,
+                s.policy.budget,
+            )
+            await self._worker.run(self._stopping)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._checkpoint()
+        finally:
+            self._stopping.set()
+            self.metrics.ready.set(0)
+            if consumer is not None:
+                await consumer.stop()
+            if producer is not None:
+                await producer.stop()
+            await runner.cleanup()
+        log.info("stopped cleanly")
+        return 0
