@@ -113,13 +113,13 @@ class ModelSettings(_Section):
 
 
 class StrategySettings(_Section):
-    name: str = Field("margin", description="least_confidence, margin, entropy or random.")
+    name: str = Field("least_confidence", description="least_confidence, margin, entropy or random.")
     seed: int | None = Field(0, description="Seed of the strategy's random numbers (null: from the OS).")
 
 
 class PolicySettings(_Section):
     name: str = Field(
-        "variable_uncertainty",
+        "threshold",
         description="threshold, fixed_rate, variable_uncertainty, randomized_variable_uncertainty or split.",
     )
     budget: float = Field(0.1, gt=0.0, le=1.0, description="Largest fraction of samples sent for labelling.")

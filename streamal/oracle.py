@@ -43,8 +43,9 @@ async def run_oracle(
     group_id: str = "streamal-oracle",
     seed: int = 0,
     stats: OracleStats | None = None,
+    ready: asyncio.Event | None = None,
 ) -> OracleStats:
-    """Answer requests until ``stopping`` is set; labels already due are sent before returning."""
+    """Answer requests until ``stopping`` is set; ``ready`` is set once its partitions are assigned."""
     stats = stats if stats is not None else OracleStats()
     rng = random.Random(seed)
     consumer = AIOKafkaConsumer(
@@ -63,6 +64,8 @@ async def run_oracle(
     try:
         while not stopping.is_set():
             batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+            if ready is not None and not ready.is_set() and consumer.assignment():
+                ready.set()
             now = time.monotonic()
             for records in batch.values():
                 for r in records:

@@ -109,8 +109,8 @@ async def record(
 ) -> int:
     """Copy ``topics`` from their beginning to ``out``.
 
-    Stops at the end offsets seen at start (``until_end``), after ``idle_seconds`` without a message, or
-    after ``max_messages``. Joins no consumer group.
+    Stops once caught up with every partition's high watermark (``until_end``), after ``idle_seconds``
+    without a message, or after ``max_messages``. Joins no consumer group.
     """
     consumer = AIOKafkaConsumer(
         **options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -127,24 +127,12 @@ async def record(
             raise StreamalError(f"no partitions found for {', '.join(topics)}")
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends: dict[TopicPartition, int] = {}
-        if until_end:
-            for tp in partitions:
-                await consumer.seek_to_end(tp)
-                ends[tp] = await consumer.position(tp)
-            await consumer.seek_to_beginning(*partitions)
-        done = {tp for tp in partitions if until_end and ends[tp] == 0}
         last = time.monotonic()
-        while len(done) < len(partitions) and (max_messages is None or n < max_messages):
+        while max_messages is None or n < max_messages:
             batch = await consumer.getmany(timeout_ms=200)
-            if not batch:
-                if time.monotonic() - last > idle_seconds:
-                    break
-                continue
-            last = time.monotonic()
-            for tp, records in batch.items():
+            for records in batch.values():
                 for r in records:
-                    if tp in done or (max_messages is not None and n >= max_messages):
+                    if max_messages is not None and n >= max_messages:
                         break
                     msg = RecordedMessage(
                         r.topic,
@@ -157,11 +145,25 @@ async def record(
                     )
                     out.write(msg.to_json() + b"\n")
                     n += 1
-                    if until_end and r.offset + 1 >= ends[tp]:
-                        done.add(tp)
+            now = time.monotonic()
+            if batch:
+                last = now
+            elif now - last > idle_seconds:
+                break
+            if until_end and await _caught_up(consumer, partitions):
+                break
         return n
     finally:
         await consumer.stop()
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    # the high watermark of the last fetch (end_offsets() is not reliable on every broker)
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
 
 
 async def replay(

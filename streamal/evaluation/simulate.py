@@ -50,18 +50,20 @@ class SimulationResult:
 def simulate(
     records: Sequence[Record],
     *,
-    strategy: str = "entropy",
-    policy: str = "variable_uncertainty",
+    strategy: str = "least_confidence",
+    policy: str = "threshold",
     budget: float = 0.1,
     model: str = "knn",
     delay: int = 0,
     seed: int = 0,
     curve_step: int | None = None,
+    policy_params: dict[str, Any] | None = None,
+    model_params: dict[str, Any] | None = None,
 ) -> SimulationResult:
     engine = Engine(
-        build_model(model),
+        build_model(model, model_params),
         build_strategy(strategy, seed=seed),
-        build_policy(policy, budget=budget, seed=seed),
+        build_policy(policy, budget=budget, seed=seed, params=policy_params),
         clock=lambda: 0.0,
     )
     due: deque[tuple[int, Label]] = deque()

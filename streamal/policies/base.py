@@ -18,7 +18,7 @@ class Policy(abc.ABC):
     name: ClassVar[str]
 
     def __init__(
-        self, budget: float = 0.1, window: int = 1000, min_spend: float = 0.5, seed: int | None = None
+        self, budget: float = 0.1, window: int = 1000, min_spend: float = 0.8, seed: int | None = None
     ) -> None:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1], got {budget}")

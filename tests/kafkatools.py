@@ -1,0 +1,62 @@
+"""Helpers for the Kafka tests: an independent client (confluent-kafka / librdkafka) to read what the
+service wrote, and a service settings builder."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streamal.config import load_settings
+
+
+def settings_for(bootstrap: str, prefix: str, **extra: str) -> Any:
+    env = {
+        "STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMAL_KAFKA__GROUP_ID": f"{prefix}streamal",
+        "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "STREAMAL_HTTP__PORT": "0",
+        "STREAMAL_TOPICS__SAMPLES": f"{prefix}samples",
+        "STREAMAL_TOPICS__PREDICTIONS": f"{prefix}predictions",
+        "STREAMAL_TOPICS__LABEL_REQUESTS": f"{prefix}label-requests",
+        "STREAMAL_TOPICS__LABELS": f"{prefix}labels",
+        "STREAMAL_TOPICS__DEAD_LETTERS": f"{prefix}dead-letters",
+        **extra,
+    }
+    return load_settings(env=env)
+
+
+def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[Any]:
+    """Read ``topic`` from the beginning with librdkafka until ``expect`` messages or ``timeout``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    out: list[Any] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = list(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RuntimeError(msg.error())
+                out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in items:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
