@@ -138,7 +138,7 @@ async def _demo(
     }
     log_path = out / "service.log"
     with log_path.open("wb") as log:
-        service = subprocess.Popen(
+        service = subprocess.Popen(  # noqa: ASYNC220 - started once; asyncio's subprocess API gains nothing
             [sys.executable, "-m", "streamal", "run"],
             env=env,
             stdout=log,

@@ -20,8 +20,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from streamal.messages import ClassLabel, Label, Proba, Sample
 from streamal.models.base import Model
@@ -30,9 +29,8 @@ from streamal.policies.base import Policy
 from streamal.strategies.base import Strategy
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the engine decided for one sample."""
+class Decision(NamedTuple):
+    """What the engine decided for one sample (a named tuple: one is made per sample)."""
 
     sample: Sample
     prediction: ClassLabel | None

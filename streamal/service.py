@@ -88,7 +88,6 @@ class Service:
             else b""
         )
         self._last_checkpoint = time.monotonic()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics.budget.set(settings.policy.budget)
 
     # -- what HTTP shows --------------------------------------------------------------------------
@@ -129,12 +128,16 @@ class Service:
                 self._consumer.seek(tp, offset)
 
     async def _checkpoint(self) -> None:
-        """Snapshot the engine with the offsets it reflects (synchronously: no batch runs meanwhile),
-        then write it in a thread."""
+        """Snapshot the engine with the offsets it reflects, once everything it caused is delivered.
+
+        It runs inside the worker's loop (between batches), so the engine does not change meanwhile; the
+        file is written in a thread.
+        """
         if self._ckpt_dir is None or self._worker is None:
             return
+        await self._worker.drain()
         positions = {t: dict(p) for t, p in self._worker.positions.items()}
-        for topic, parts in self._restored_offsets.items():  # partitions restored but not assigned to us now
+        for topic, parts in self._restored_offsets.items():  # restored partitions not assigned to us now
             for partition, offset in parts.items():
                 positions.setdefault(topic, {}).setdefault(partition, offset)
         created = time.time()
@@ -142,19 +145,14 @@ class Service:
         self._last_checkpoint = time.monotonic()
         await asyncio.to_thread(checkpoint.write, self._ckpt_dir, payload, created, self._ckpt_key)
 
-    def _after_batch(self) -> None:
+    async def _after_batch(self) -> None:
         interval = self.settings.checkpoint.interval_seconds
         if self._ckpt_dir is not None and time.monotonic() - self._last_checkpoint >= interval:
-            self._last_checkpoint = time.monotonic()
-            task = asyncio.get_running_loop().create_task(self._checkpoint())
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.metrics.errors.labels("checkpoint").inc()
-            log.error("checkpoint failed: %r", task.exception())
+            try:
+                await self._checkpoint()
+            except (OSError, checkpoint.CheckpointError) as exc:
+                self.metrics.errors.labels("checkpoint").inc()
+                log.error("checkpoint failed: %r", exc)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -220,8 +218,6 @@ class Service:
                 s.policy.budget,
             )
             await self._worker.run(self._stopping)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._checkpoint()
         finally:
             self._stopping.set()

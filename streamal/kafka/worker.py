@@ -1,8 +1,10 @@
-"""The poll loop: fetch a batch, decode, let the engine decide, produce, wait for acks, then commit.
+"""The poll loop: fetch a batch, decode, let the engine decide, produce; commit once acknowledged.
 
 Offsets are committed only after everything a batch caused (predictions, label requests, dead letters) is
-acknowledged by the broker, so a crash repeats work but never skips it (at least once). A batch whose
-output cannot be delivered is not committed: the consumer seeks back and the batch is processed again.
+acknowledged by the broker, so a crash repeats work but never skips it (at least once). Delivery is
+pipelined: the loop goes on with the next batch while earlier ones wait for their acknowledgements (at
+most ``max_in_flight`` batches), and commits are coalesced, in order, in the background. A batch whose
+output cannot be delivered is not committed: the consumer seeks back to it and processes it again.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from streamal.engine import Engine
 from streamal.errors import DecodeError
 from streamal.kafka.outbox import Outbox
+from streamal.kafka.partitioner import partitions_for
 from streamal.messages import (
     Label,
     Sample,
@@ -56,7 +60,8 @@ class Worker:
         max_batch_size: int = 2000,
         poll_timeout_ms: int = 200,
         retry_backoff_seconds: float = 1.0,
-        on_batch: Callable[[], None] | None = None,
+        max_in_flight: int = 4,
+        on_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
         self._consumer = consumer
@@ -67,6 +72,14 @@ class Worker:
         self._poll_timeout_ms = poll_timeout_ms
         self._backoff = retry_backoff_seconds
         self._on_batch = on_batch
+        self._max_in_flight = max_in_flight
+        #: batches produced but not yet acknowledged: (acks, first offsets, next offsets)
+        self._in_flight: deque[
+            tuple[asyncio.Future[Any], dict[TopicPartition, int], dict[TopicPartition, int]]
+        ]
+        self._in_flight = deque()
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._commit_task: asyncio.Task[None] | None = None
         #: monotonic time of the last completed loop turn (``/healthz`` reads it)
         self.last_turn = time.monotonic()
         self._last_lag = 0.0
@@ -75,21 +88,21 @@ class Worker:
         self.status: dict[str, Any] = engine.describe()
         #: topic -> partition -> next offset, of everything the engine has taken in (what a checkpoint holds)
         self.positions: dict[str, dict[int, int]] = {}
+        #: topic -> partition -> the last offset committed
+        self.committed: dict[str, dict[int, int]] = {}
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Loop until ``stopping`` is set; the batch in hand is finished, delivered and committed first."""
+        """Loop until ``stopping`` is set; what is in flight is then delivered and committed."""
         while not stopping.is_set():
             batch = await self._consumer.getmany(
                 timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
             )
-            if batch:
-                try:
+            try:
+                if batch:
                     await self._handle(batch)
-                except KafkaError as exc:
-                    self._metrics.errors.labels("produce").inc()
-                    log.warning("delivery failed, the batch will be processed again: %r", exc)
-                    self._rewind(batch)
-                    await asyncio.sleep(self._backoff)
+                await self._settle(wait=len(self._in_flight) > self._max_in_flight)
+            except KafkaError as exc:
+                await self._recover(exc)
             now = time.monotonic()
             self.last_turn = now
             if now - self._last_lag >= 1.0:
@@ -98,6 +111,73 @@ class Worker:
             if now - self._last_expire >= 10.0:
                 self._last_expire = now
                 self.engine.expire()
+            if self._on_batch is not None:
+                await self._on_batch()
+        try:
+            await self.drain()
+        except KafkaError as exc:
+            await self._recover(exc)
+
+    async def drain(self) -> None:
+        """Wait until every batch handled so far is acknowledged and its offsets committed."""
+        await self._settle(wait=True, everything=True)
+        if self._commit_task is not None:
+            await self._commit_done(self._commit_task)
+        if self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            await self._commit(offsets)
+
+    async def _settle(self, wait: bool, everything: bool = False) -> None:
+        """Take acknowledged batches off the in-flight queue, in order; start a commit of their offsets."""
+        while self._in_flight:
+            acks, _, ends = self._in_flight[0]
+            if not acks.done():
+                if not (wait and (everything or len(self._in_flight) > self._max_in_flight)):
+                    break
+                await asyncio.shield(acks)
+            acks.result()  # raises if the delivery failed
+            self._in_flight.popleft()
+            self._to_commit.update(ends)
+        if self._to_commit and (self._commit_task is None or self._commit_task.done()):
+            if self._commit_task is not None:
+                await self._commit_done(self._commit_task)
+            offsets, self._to_commit = self._to_commit, {}
+            self._commit_task = asyncio.create_task(self._commit(offsets))
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # the group rebalanced under us: the new owner processes these records again (at least once)
+            self._metrics.errors.labels("commit").inc()
+            log.warning("commit failed after a rebalance: %r", exc)
+            return
+        self._metrics.processing.labels("commit").observe(time.perf_counter() - t0)
+        for tp, offset in offsets.items():
+            self.committed.setdefault(tp.topic, {})[tp.partition] = offset
+
+    async def _commit_done(self, task: asyncio.Task[None]) -> None:
+        self._commit_task = None
+        try:
+            await task
+        except KafkaError as exc:
+            self._metrics.errors.labels("commit").inc()
+            log.warning("commit failed, the next one will carry its offsets: %r", exc)
+
+    async def _recover(self, exc: KafkaError) -> None:
+        """Delivery failed: seek back to the oldest batch not acknowledged and process it all again."""
+        self._metrics.errors.labels("produce").inc()
+        log.warning("delivery failed, the batches in flight will be processed again: %r", exc)
+        starts: dict[TopicPartition, int] = {}
+        for acks, first, _ in self._in_flight:
+            acks.cancel()
+            for tp, offset in first.items():
+                starts[tp] = min(offset, starts.get(tp, offset))
+        self._in_flight.clear()
+        for tp, offset in starts.items():
+            self._consumer.seek(tp, offset)
+        await asyncio.sleep(self._backoff)
 
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         t0 = time.perf_counter()
@@ -105,9 +185,11 @@ class Worker:
         samples: list[Sample] = []
         labels: list[Label] = []
         offsets: dict[TopicPartition, int] = {}
+        firsts: dict[TopicPartition, int] = {}
         n_records = 0
         for tp, records in batch.items():
             offsets[tp] = records[-1].offset + 1
+            firsts[tp] = records[0].offset
             n_records += len(records)
             if tp.topic == topics.samples:
                 for record in records:
@@ -129,40 +211,37 @@ class Worker:
         decisions = engine.score(samples)
         t3 = time.perf_counter()
         requests = 0
-        for d in decisions:
-            key = d.sample.id.encode()
+        pred_topic, req_topic = topics.predictions, topics.label_requests
+        pred_parts = await outbox.partitions_of(pred_topic)
+        req_parts = await outbox.partitions_of(req_topic)
+        keys = [d.sample.id.encode() for d in decisions]
+        pred_index = partitions_for(keys, len(pred_parts)).tolist() if keys else []
+        same_parts = pred_parts == req_parts
+        strategy = engine.strategy.name
+        for d, key, index in zip(decisions, keys, pred_index, strict=True):
+            partition = pred_parts[index]
             await outbox.add(
-                topics.predictions,
+                pred_topic,
                 key,
                 prediction_message(
                     d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
                 ),
+                partition=partition,
             )
             if d.queried:
                 requests += 1
                 await outbox.add(
-                    topics.label_requests,
+                    req_topic,
                     key,
                     label_request_message(
-                        d.sample,
-                        d.prediction,
-                        d.proba,
-                        d.utility,
-                        engine.strategy.name,
-                        d.model_version,
-                        d.ts,
+                        d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
                     ),
+                    partition=partition if same_parts else None,
                 )
         t4 = time.perf_counter()
-        await outbox.flush()
+        acks = await outbox.ship()
+        self._in_flight.append((acks, firsts, offsets))
         t5 = time.perf_counter()
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # the group rebalanced under us: the new owner processes the batch again (at least once)
-            metrics.errors.labels("commit").inc()
-            log.warning("commit failed after a rebalance: %r", exc)
-        t6 = time.perf_counter()
         for tp, offset in offsets.items():
             self.positions.setdefault(tp.topic, {})[tp.partition] = offset
 
@@ -176,7 +255,6 @@ class Worker:
         stage("score").observe(t3 - t2)
         stage("decide").observe(t4 - t3)
         stage("produce").observe(t5 - t4)
-        stage("commit").observe(t6 - t5)
         if engine.model_version != version_before:
             metrics.model_version.set(engine.model_version)
             metrics.model_updated.set(time.time())
@@ -190,8 +268,6 @@ class Worker:
                 metrics.pending_dropped.labels(cause).inc(total - self._dropped[cause])
                 self._dropped[cause] = total
         self.status = engine.describe()
-        if self._on_batch is not None:
-            self._on_batch()
 
     async def _dead_letter(self, record: ConsumerRecord, exc: DecodeError) -> None:
         headers = [

@@ -130,14 +130,17 @@ class KNNClassifier(base.Classifier):
         w = self._inv_scale()
         q = m * w
         z = self._X[: self._filled] * w
-        d2 = (q * q).sum(axis=1)[:, None] + (z * z).sum(axis=1)[None, :] - 2.0 * (q @ z.T)
-        np.maximum(d2, 0.0, out=d2)
+        # squared distance minus |q|^2 (the same for every neighbour of a row, so it does not change the
+        # ranking): one matrix product and one broadcast add over the batch x window matrix, in float32
+        score = (q.astype(np.float32) @ z.T.astype(np.float32)) * np.float32(-2.0)
+        score += (z * z).sum(axis=1).astype(np.float32)[None, :]
         k = min(self.n_neighbors, self._filled)
         if k < self._filled:
-            nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            nearest = np.argpartition(score, k - 1, axis=1)[:, :k]
         else:
             nearest = np.broadcast_to(np.arange(self._filled), (len(xs), k))
-        dist = np.sqrt(np.take_along_axis(d2, nearest, axis=1))
+        d2 = np.take_along_axis(score, nearest, axis=1).astype(np.float64) + (q * q).sum(axis=1)[:, None]
+        dist = np.sqrt(np.maximum(d2, 0.0))
         weight = 1.0 / (dist + _EPS)
         weight /= weight.sum(axis=1, keepdims=True)
         votes = np.zeros((len(xs), n_classes))
