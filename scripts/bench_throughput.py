@@ -53,9 +53,16 @@ async def _fill(options: dict[str, Any], topic: str, payloads: list[tuple[bytes,
 
 async def _bare(options: dict[str, Any], src: str, dst: str, n: int, batched: bool) -> float:
     """A bare consume → decode → produce → ack → commit loop; returns messages per second."""
-    consumer = AIOKafkaConsumer(src, **options, group_id=f"bare-{dst}", enable_auto_commit=False,
-                                auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=500,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        src,
+        **options,
+        group_id=f"bare-{dst}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     producer = AIOKafkaProducer(**options, acks="all", linger_ms=5, enable_idempotence=False)
     await producer.start()
     await consumer.start()
@@ -94,7 +101,9 @@ async def _bare(options: dict[str, Any], src: str, dst: str, n: int, batched: bo
                 for tp, records in batch.items():
                     offsets[tp] = records[-1].offset + 1
                     for r in records:
-                        futures.append(await producer.send(dst, orjson.dumps(orjson.loads(r.value)), key=r.key))
+                        futures.append(
+                            await producer.send(dst, orjson.dumps(orjson.loads(r.value)), key=r.key)
+                        )
             await asyncio.gather(*futures)
             await consumer.commit(offsets)
             done += sum(len(r) for r in batch.values())
@@ -107,7 +116,7 @@ async def _bare(options: dict[str, Any], src: str, dst: str, n: int, batched: bo
 
 def _scrape(port: int, name: str) -> float | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])
@@ -116,19 +125,33 @@ def _scrape(port: int, name: str) -> float | None:
     return None
 
 
-async def _streamal(bootstrap: str, options: dict[str, Any], n: int, truth: dict[str, Any]) -> dict[str, float]:
+async def _streamal(
+    bootstrap: str, options: dict[str, Any], n: int, truth: dict[str, Any]
+) -> dict[str, float]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAL_")}
-    env.update({"STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STREAMAL_HTTP__PORT": str(port),
-                "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "6000", "STREAMAL_POLICY__BUDGET": "0.1",
-                "STREAMAL_CHECKPOINT__DIR": tempfile.mkdtemp(prefix="streamal-bench-")})
+    env.update(
+        {
+            "STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "STREAMAL_HTTP__PORT": str(port),
+            "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "STREAMAL_POLICY__BUDGET": "0.1",
+            "STREAMAL_CHECKPOINT__DIR": tempfile.mkdtemp(prefix="streamal-bench-"),
+        }
+    )
     stopping = asyncio.Event()
     stats = OracleStats()
     ready = asyncio.Event()
-    oracle = asyncio.create_task(run_oracle(options, truth, stopping, delay_seconds=0.0, stats=stats, ready=ready))
+    oracle = asyncio.create_task(
+        run_oracle(options, truth, stopping, delay_seconds=0.0, stats=stats, ready=ready)
+    )
     await asyncio.wait_for(ready.wait(), 60)
-    proc = subprocess.Popen([sys.executable, "-m", "streamal", "run"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, polled over HTTP
+        [sys.executable, "-m", "streamal", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         first: tuple[float, float] | None = None
         deadline = time.monotonic() + 600
@@ -141,7 +164,8 @@ async def _streamal(bootstrap: str, options: dict[str, Any], n: int, truth: dict
                 if count >= n:
                     break
             await asyncio.sleep(0.1)
-        assert first is not None and count is not None and count >= n, "streamal did not finish in time"
+        if first is None or count is None or count < n:
+            raise RuntimeError("streamal did not finish in time")
         requests = await asyncio.to_thread(_scrape, port, "streamal_label_requests_total") or 0.0
         learned = await asyncio.to_thread(_scrape, port, "streamal_model_version") or 0.0
         return {"rate": (n - first[1]) / (now - first[0]), "requests": requests, "learned": learned}
@@ -163,28 +187,51 @@ async def main(n: int) -> None:
     with EmbeddedBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
         options = connection_options(kafka)
-        await ensure_topics(kafka, ["bare-in", "bare-out-send", "bare-out-batch", "samples", "predictions",
-                                    "label-requests", "labels", "dead-letters"], partitions=PARTITIONS)
+        await ensure_topics(
+            kafka,
+            [
+                "bare-in",
+                "bare-out-send",
+                "bare-out-batch",
+                "samples",
+                "predictions",
+                "label-requests",
+                "labels",
+                "dead-letters",
+            ],
+            partitions=PARTITIONS,
+        )
         print(f"producing {n} samples twice (bare loop input, streamal input) ...", flush=True)
         await _fill(options, "bare-in", payloads)
         await _fill(options, "samples", payloads)
         runs: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
-            ("bare loop, per-record send", lambda: _bare(options, "bare-in", "bare-out-send", n, batched=False)),
-            ("bare loop, record batches", lambda: _bare(options, "bare-in", "bare-out-batch", n, batched=True)),
+            (
+                "bare loop, per-record send",
+                lambda: _bare(options, "bare-in", "bare-out-send", n, batched=False),
+            ),
+            (
+                "bare loop, record batches",
+                lambda: _bare(options, "bare-in", "bare-out-batch", n, batched=True),
+            ),
         ]
         rates = {}
         for name, run in runs:
             rates[name] = await run()
             print(f"{name:32s} {rates[name]:10,.0f} messages/s", flush=True)
         result = await _streamal(broker.bootstrap_servers, options, n, truth)
-        print(f"{'streamal run (budget 0.1)':32s} {result['rate']:10,.0f} messages/s "
-              f"({result['requests']:.0f} label requests, {result['learned']:.0f} labels learned)")
+        print(
+            f"{'streamal run (budget 0.1)':32s} {result['rate']:10,.0f} messages/s "
+            f"({result['requests']:.0f} label requests, {result['learned']:.0f} labels learned)"
+        )
         best = max(rates.values())
         print(f"ratio streamal / fastest bare loop: {result['rate'] / best:.2f}")
-        print(f"ratio streamal / per-record bare loop: {result['rate'] / rates['bare loop, per-record send']:.2f}")
+        per_record = rates["bare loop, per-record send"]
+        print(f"ratio streamal / per-record bare loop: {result['rate'] / per_record:.2f}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=100_000)
     asyncio.run(main(parser.parse_args().samples))

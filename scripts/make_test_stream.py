@@ -32,12 +32,21 @@ MALFORMED: list[tuple[bytes | None, str]] = [
 def main() -> None:
     records = load("image_segments", limit=600)
     out = Path(__file__).resolve().parent.parent / "tests" / "data" / "image_segments_stream.jsonl"
-    lines = []
+    lines: list[RecordedMessage] = []
     bad = iter(MALFORMED)
     ts = 1_700_000_000_000
     for i, r in enumerate(records):
-        lines.append(RecordedMessage("samples", 0, len(lines), ts + 10 * i, r.id.encode(),
-                                     encode({"id": r.id, "features": r.features}), []))
+        lines.append(
+            RecordedMessage(
+                "samples",
+                0,
+                len(lines),
+                ts + 10 * i,
+                r.id.encode(),
+                encode({"id": r.id, "features": r.features}),
+                [],
+            )
+        )
         if i % 50 == 25:
             value, _ = next(bad)
             lines.append(RecordedMessage("samples", 0, len(lines), ts + 10 * i + 5, b"bad", value, []))

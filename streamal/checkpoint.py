@@ -97,6 +97,8 @@ def load(directory: Path, key: bytes) -> Checkpoint | None:
         header = orjson.loads(header_line)
     except orjson.JSONDecodeError:
         raise CheckpointError(f"{path}: unreadable header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: unreadable header")
     if header.get("format") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format {header.get('format')!r}, this streamal reads {FORMAT_VERSION}"

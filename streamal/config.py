@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -173,10 +174,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = settings_cls.model_config.get("streamal_env")
+        if isinstance(env, dict):
+            env_settings = _MappingEnvSource(settings_cls, env)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if settings_cls.model_config.get("yaml_file"):
             sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """Environment variables from a given mapping instead of ``os.environ`` (for tests and embedding)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], mapping: Mapping[str, str]) -> None:
+        self._mapping = dict(mapping)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {(k if self.case_sensitive else k.lower()): v for k, v in self._mapping.items()}
 
 
 def _name(loc: tuple[int | str, ...]) -> str:
@@ -189,11 +204,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     """Read the settings from ``path`` (YAML) and the environment (``env``, default ``os.environ``)."""
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"--config: no such file {str(path)!r}")
-    cls: type[Settings] = Settings
-    if path is not None:
-        cls = type(
-            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": str(path)}}
-        )
     environ = os.environ if env is None else env
     known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
     for key in environ:
@@ -201,19 +211,14 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             section = key.upper().removeprefix("STREAMAL_").split("__")[0]
             if section not in known:
                 raise ConfigError(f"{key}: not a streamal setting (sections: {', '.join(sorted(known))})")
-    saved = None
+    config: dict[str, Any] = dict(Settings.model_config)
+    if path is not None:
+        config["yaml_file"] = str(path)
     if env is not None:
-        saved = {k: v for k, v in os.environ.items() if k.upper().startswith("STREAMAL_")}
-        for key in saved:
-            del os.environ[key]
-        os.environ.update(env)
+        config["streamal_env"] = dict(env)
+    cls: type[Settings] = type("LoadedSettings", (Settings,), {"model_config": config})
     try:
         return cls()
     except ValidationError as exc:
         problems = [f"{_name(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
         raise ConfigError("; ".join(problems)) from None
-    finally:
-        if saved is not None and env is not None:
-            for key in env:
-                os.environ.pop(key, None)
-            os.environ.update(saved)

@@ -4,6 +4,7 @@ service wrote, and a service settings builder."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -45,17 +46,18 @@ def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> 
         deadline = time.monotonic() + timeout
         while len(out) < expect and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise RuntimeError(msg.error())
+                    raise RuntimeError(error)
                 out.append(msg)
     finally:
         consumer.close()
     return out
 
 
-def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
+def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     for key, value in items:
         producer.produce(topic, key=key, value=value)

@@ -1,5 +1,8 @@
-"""The service end to end on the embedded broker: a recorded stream in, predictions, label requests, labels,
-dead letters and metrics out. Outputs are read back with librdkafka (confluent-kafka), an independent client."""
+"""The service end to end on the embedded broker.
+
+A recorded stream goes in; predictions, label requests, labels, dead letters and metrics come out. Outputs
+are read back with librdkafka (confluent-kafka), a client independent of ours.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from streamal.broker import EmbeddedBroker, free_port
 from streamal.datasets import load
+from streamal.errors import DecodeError
 from streamal.kafka.client import connection_options
 from streamal.messages import label_message
 from streamal.oracle import OracleStats, run_oracle
@@ -33,11 +37,11 @@ pytestmark = pytest.mark.kafka
 DATA = Path(__file__).parent / "data" / "image_segments_stream.jsonl"
 
 
-async def _until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
         await asyncio.sleep(0.1)
 
 
@@ -50,7 +54,8 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
     stream = list(read_file(DATA))
     valid = [m for m in stream if m.key != b"bad"]
     malformed = [m for m in stream if m.key == b"bad"]
-    assert len(valid) == 600 and len(malformed) == 12
+    assert len(valid) == 600
+    assert len(malformed) == 12
     truth = {r.id: r.label for r in load("image_segments", limit=600)}
     settings = settings_for(broker.bootstrap_servers, prefix, STREAMAL_CHECKPOINT__DIR=str(tmp_path / "ckpt"))
     options = connection_options(settings.kafka)
@@ -108,7 +113,7 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
                 _value(registry, "streamal_labels_total", outcome="unknown") == 1
                 and sum(
                     _value(registry, "streamal_dead_letters_total", reason=r)
-                    for r in ("invalid_json", "invalid_schema", "non_finite")
+                    for r in DecodeError.REASONS
                 )
                 == 16
             ),
@@ -151,7 +156,8 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
     for m in requests:
         req = orjson.loads(m.value())
         assert req["features"] == features[req["id"]]
-        assert req["strategy"] == "least_confidence" and 0.0 <= req["utility"] <= 1.0
+        assert req["strategy"] == "least_confidence"
+        assert 0.0 <= req["utility"] <= 1.0
         assert isinstance(req["model_version"], int)
     # labels: every request answered once, and learned once
     assert stats.answered == requests_made
@@ -179,7 +185,8 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
     for reason, count in reasons.items():
         assert _value(registry, "streamal_dead_letters_total", reason=reason) == count
     # the HTTP endpoints
-    assert seen["healthz"] == 200 and seen["readyz"] == 200
+    assert seen["healthz"] == 200
+    assert seen["readyz"] == 200
     for name in (
         "streamal_samples_total",
         "streamal_budget_spent_ratio",
@@ -217,7 +224,7 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the service exited"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -282,7 +289,8 @@ def test_a_wrong_setting_fails_at_start_and_names_it(broker: EmbeddedBroker, pre
         [sys.executable, "-m", "streamal", "run"], env=env, capture_output=True, timeout=60, check=False
     )
     assert done.returncode == 2
-    assert b"strategy.name" in done.stderr and b"clairvoyant" in done.stderr
+    assert b"strategy.name" in done.stderr
+    assert b"clairvoyant" in done.stderr
 
 
 def test_record_and_replay_round_trip(broker: EmbeddedBroker, prefix: str, tmp_path: Path) -> None:
@@ -334,8 +342,10 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()[-2000:]
     summary = orjson.loads((out / "summary.json").read_bytes())
-    assert summary["samples"] == 1250 and summary["predicted"] is True
+    assert summary["samples"] == 1250
+    assert summary["predicted"] is True
     assert 0.6 * 0.1 * 1250 <= summary["labels_used"] <= 1.25 * 0.1 * 1250
-    assert summary["accuracy"] > 0.6 and summary["random_sampling"]["accuracy"] > 0.5
+    assert summary["accuracy"] > 0.6
+    assert summary["random_sampling"]["accuracy"] > 0.5
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert b"summary" in done.stdout

@@ -6,8 +6,9 @@ afford that. This one keeps the last ``window_size`` labelled samples in a numpy
 whole batch with one matrix product. It is a river ``base.Classifier``, so it works in river pipelines and
 river's evaluation too.
 
-Features are scaled by a running standard deviation over every sample scored (labelled or not), so no
-feature dominates the distance because of its unit. Missing features take the running mean. Probabilities
+Features are scaled by a running standard deviation over the labelled samples, so no feature dominates
+the distance because of its unit; missing features take the running mean. Predicting changes nothing, so
+a decision does not depend on how samples were batched, and every copy of a model scores alike. Probabilities
 are distance-weighted neighbour votes with a small prior spread over the known classes, so that a model
 with few labels is honestly unsure:
 
@@ -51,7 +52,7 @@ class KNNClassifier(base.Classifier):
         self._next = 0
         self._classes: list[Any] = []
         self._class_index: dict[Any, int] = {}
-        # running scale over every sample seen (Chan et al.'s parallel variance update)
+        # running scale over the labelled samples (Chan et al.'s parallel variance update)
         self._count = 0.0
         self._mean = np.zeros(0)
         self._m2 = np.zeros(0)
@@ -105,8 +106,7 @@ class KNNClassifier(base.Classifier):
     # -- river API --------------------------------------------------------------------------------
     def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
         row = self._matrix([x])[0]
-        if self._count == 0:
-            self._observe(row[None, :])
+        self._observe(row[None, :])
         if y not in self._class_index:
             self._class_index[y] = len(self._classes)
             self._classes.append(y)
@@ -123,7 +123,6 @@ class KNNClassifier(base.Classifier):
         if not xs:
             return []
         m = self._matrix(xs)
-        self._observe(m)
         n_classes = len(self._classes)
         if self._filled == 0:
             return [{} for _ in xs]

@@ -44,7 +44,7 @@ class Policy(abc.ABC):
 
     def decide(self, utility: float) -> bool:
         spent = self.spending
-        if spent >= self.budget:
+        if spent >= self.budget and self.budget < 1.0:
             ask = False
         elif spent < self.min_spend * self.budget:
             ask = True

@@ -1,0 +1,221 @@
+"""Policies: what each one asks for, the budget ceiling and floor of the base, and parameter checks."""
+
+# mypy: disallow-untyped-defs=False, disallow-incomplete-defs=False
+# (the loose typing pyproject.toml gives tests.*, also when mypy names this module without the package)
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streamal.errors import ConfigError
+from streamal.policies import (
+    POLICIES,
+    FixedRate,
+    FixedThreshold,
+    Policy,
+    RandomizedVariableUncertainty,
+    Split,
+    VariableUncertainty,
+    build_policy,
+)
+
+
+def _uniform(n: int, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.random() for _ in range(n)]
+
+
+# -- the base: ceiling, floor, spending -----------------------------------------------------------
+def test_threshold_asks_above_threshold_within_budget():
+    p = FixedThreshold(budget=0.5, threshold=0.6, min_spend=0.0)
+    assert [p.decide(u) for u in (0.9, 0.1, 0.7, 0.65, 0.2, 0.6)] == [True, False, True, False, False, True]
+    assert p.n_seen == 6
+    assert p.n_asked == 3
+
+
+def test_ceiling_refuses_even_maximal_utility_once_spent():
+    p = FixedThreshold(budget=0.1, threshold=0.0, min_spend=0.0, window=100)
+    decisions = [p.decide(1.0) for _ in range(1000)]
+    assert decisions[0] is True
+    assert decisions[1] is False  # spending 1.0 after the first request
+    assert sum(decisions) / len(decisions) == pytest.approx(0.1, abs=0.005)
+
+
+def test_floor_asks_whatever_the_utility_when_spending_is_low():
+    p = FixedThreshold(budget=0.2, threshold=1.0, min_spend=0.5)
+    decisions = [p.decide(0.0) for _ in range(2000)]
+    assert decisions[0] is True  # nothing spent yet: below the floor
+    assert 0.1 <= sum(decisions) / len(decisions) <= 0.12
+    no_floor = FixedThreshold(budget=0.2, threshold=1.0, min_spend=0.0)
+    assert not any(no_floor.decide(0.0) for _ in range(2000))
+
+
+def test_spending_and_state():
+    p = FixedThreshold(budget=0.25, threshold=0.5, min_spend=0.0, window=10)
+    assert p.spending == 0.0
+    p.decide(0.9)
+    assert p.spending == 1.0
+    p.decide(0.1)
+    decay = 1 - 1 / 10
+    assert p.spending == pytest.approx(decay / (decay + 1))
+    assert p.state() == {"name": "threshold", "budget": 0.25, "spending": p.spending}
+
+
+# -- fixed rate: by rank, not by value -------------------------------------------------------------
+def test_fixed_rate_is_rank_based():
+    utilities = _uniform(3000, seed=1)
+    a = FixedRate(budget=0.1, rank_window=200, min_spend=0.0)
+    b = FixedRate(budget=0.1, rank_window=200, min_spend=0.0)
+    on_scale = [a.decide(u) for u in utilities]
+    # a monotone change of scale changes no rank, hence no decision
+    squeezed = [b.decide(0.4 + u**3 / 100) for u in utilities]
+    assert on_scale == squeezed
+    assert sum(on_scale) / len(on_scale) == pytest.approx(0.1, abs=0.01)
+
+
+def test_fixed_rate_asks_only_for_the_top_of_recent_utilities():
+    rising = FixedRate(budget=0.2, rank_window=50, min_spend=0.0)
+    assert sum(rising.decide(i / 1000) for i in range(1000)) == pytest.approx(200, abs=2)
+    falling = FixedRate(budget=0.2, rank_window=50, min_spend=0.0)
+    # every new utility is the lowest so far: only the first one is ever on top
+    assert [falling.decide(1 - i / 1000) for i in range(200)] == [True] + [False] * 199
+
+
+# -- variable uncertainty ---------------------------------------------------------------------------
+def test_variable_uncertainty_theta_moves_down_after_a_request_and_up_otherwise():
+    p = VariableUncertainty(budget=0.5, step=0.1, min_spend=0.0)
+    assert p.theta == 1.0
+    assert p.decide(0.95) is True  # 1 - 0.95 < theta
+    assert p.theta == pytest.approx(0.9)
+    assert p.decide(0.0) is False  # refused by the ceiling (spending 1.0): theta stays
+    assert p.theta == pytest.approx(0.9)
+    assert p.decide(0.0) is False  # let go by the policy: theta rises
+    assert p.theta == pytest.approx(0.99)
+    assert p.state()["theta"] == p.theta
+    p.decide(0.0)
+    p.decide(0.0)
+    assert p.theta == 1.0  # never above 1
+
+
+def test_variable_uncertainty_spends_its_budget_on_a_constant_utility():
+    p = VariableUncertainty(budget=0.2, min_spend=0.0)
+    assert sum(p.decide(0.3) for _ in range(1000)) == 200
+
+
+def test_randomized_variable_uncertainty_reaches_beyond_the_threshold():
+    plain = VariableUncertainty(budget=0.1, min_spend=0.0)
+    noisy = RandomizedVariableUncertainty(budget=0.1, min_spend=0.0, seed=3)
+    # utility 0 means 1 - u = 1, never below theta <= 1 without the noise
+    assert not any(plain.decide(0.0) for _ in range(500))
+    assert sum(noisy.decide(0.0) for _ in range(500)) > 5
+
+
+def test_randomized_variable_uncertainty_is_deterministic_per_seed():
+    utilities = _uniform(1000, seed=2)
+
+    def run(seed: int) -> list[bool]:
+        p = RandomizedVariableUncertainty(budget=0.1, seed=seed)
+        return [p.decide(u) for u in utilities]
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_randomized_variable_uncertainty_without_noise_is_variable_uncertainty():
+    utilities = _uniform(1000, seed=4)
+    plain = VariableUncertainty(budget=0.1)
+    noiseless = RandomizedVariableUncertainty(budget=0.1, delta=0.0, seed=9)
+    assert [plain.decide(u) for u in utilities] == [noiseless.decide(u) for u in utilities]
+
+
+# -- split ------------------------------------------------------------------------------------------
+def test_split_with_no_random_share_is_variable_uncertainty():
+    utilities = _uniform(1000, seed=5)
+    plain = VariableUncertainty(budget=0.1)
+    split = Split(budget=0.1, random_share=0.0, seed=1)
+    assert [plain.decide(u) for u in utilities] == [split.decide(u) for u in utilities]
+
+
+def test_split_random_share_ignores_the_utility():
+    low, high = (Split(budget=0.1, random_share=1.0, min_spend=0.0, seed=2) for _ in range(2))
+    on_low = [low.decide(0.0) for _ in range(2000)]
+    on_high = [high.decide(1.0) for _ in range(2000)]
+    assert on_low == on_high  # only the random numbers decide
+    assert 0.05 <= sum(on_low) / len(on_low) <= 0.1
+
+
+def test_split_random_share_finds_samples_variable_uncertainty_never_asks_for():
+    split = Split(budget=0.1, random_share=0.2, min_spend=0.0, seed=0)
+    asked = sum(split.decide(0.0) for _ in range(3000))
+    # about 0.2 * 0.1 of the samples come from the random part
+    assert 0.01 * 3000 <= asked <= 0.03 * 3000
+
+
+# -- parameters ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"budget": 0.0},
+        {"budget": -0.1},
+        {"budget": 1.5},
+        {"budget": 0.1, "window": 0},
+        {"budget": 0.1, "min_spend": -0.1},
+        {"budget": 0.1, "min_spend": 1.1},
+    ],
+)
+def test_invalid_base_parameters_raise(name, kwargs):
+    with pytest.raises(ValueError, match=r"budget|window|min_spend"):
+        POLICIES[name](**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (FixedThreshold, {"threshold": -0.1}),
+        (FixedThreshold, {"threshold": 1.01}),
+        (FixedRate, {"rank_window": 1}),
+        (VariableUncertainty, {"step": 0.0}),
+        (VariableUncertainty, {"step": 1.0}),
+        (RandomizedVariableUncertainty, {"delta": -0.5}),
+        (Split, {"random_share": 1.5}),
+        (Split, {"random_share": -0.1}),
+    ],
+)
+def test_invalid_policy_parameters_raise(cls, kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        cls(budget=0.1, **kwargs)
+
+
+def test_registry_names_match_classes():
+    assert set(POLICIES) >= {
+        "threshold",
+        "fixed_rate",
+        "variable_uncertainty",
+        "randomized_variable_uncertainty",
+        "split",
+    }
+    for name, cls in POLICIES.items():
+        assert cls.name == name
+        assert issubclass(cls, Policy)
+
+
+def test_build_policy_passes_budget_seed_and_params():
+    p = build_policy("threshold", budget=0.3, seed=4, params={"threshold": 0.7, "window": 50})
+    assert isinstance(p, FixedThreshold)
+    assert (p.budget, p.seed, p.threshold, p.window) == (0.3, 4, 0.7, 50)
+
+
+def test_build_policy_unknown_name_names_the_setting():
+    with pytest.raises(ConfigError, match=r"policy\.name.*'greedy'") as info:
+        build_policy("greedy", budget=0.1)
+    for name in POLICIES:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("params", [{"threshold": 2.0}, {"no_such_argument": 1}])
+def test_build_policy_bad_params_raise_config_error(params):
+    with pytest.raises(ConfigError, match=r"^policy"):
+        build_policy("threshold", budget=0.1, params=params)
