@@ -47,19 +47,32 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list of brokers.")
     client_id: str = Field("streamal", description="Client id the broker sees in its logs and quotas.")
     group_id: str = Field("streamal", description="Consumer group of the service.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (a secret: never logged).")
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
     ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
-    ssl_key_password: SecretStr | None = None
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client key, if any (secret)."
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new consumer group starts reading."
     )
-    session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
-    heartbeat_interval_ms: int = Field(1_000, ge=100, le=60_000)
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        le=300_000,
+        description="Consumer group session timeout (a dead member is noticed after it).",
+    )
+    heartbeat_interval_ms: int = Field(
+        1_000, ge=100, le=60_000, description="Consumer group heartbeat interval."
+    )
     max_batch_size: int = Field(2_000, ge=1, le=100_000, description="Most records scored in one batch.")
     partitions: int = Field(3, ge=1, le=10_000, description="Partitions of the topics the service creates.")
     replication_factor: int = Field(
@@ -114,15 +127,12 @@ class ModelSettings(_Section):
 
 
 class StrategySettings(_Section):
-    name: str = Field("least_confidence", description="least_confidence, margin, entropy or random.")
+    name: str = Field("least_confidence", description="Query strategy: one of the strategies listed below.")
     seed: int | None = Field(0, description="Seed of the strategy's random numbers (null: from the OS).")
 
 
 class PolicySettings(_Section):
-    name: str = Field(
-        "threshold",
-        description="threshold, fixed_rate, variable_uncertainty, randomized_variable_uncertainty or split.",
-    )
+    name: str = Field("threshold", description="Budget policy: one of the policies listed below.")
     budget: float = Field(0.1, gt=0.0, le=1.0, description="Largest fraction of samples sent for labelling.")
     seed: int | None = Field(0, description="Seed of the policy's random numbers (null: from the OS).")
     params: dict[str, Any] = Field(
@@ -163,7 +173,9 @@ class Settings(BaseSettings):
     pending: PendingSettings = PendingSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     http: HttpSettings = HttpSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -222,3 +234,31 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     except ValidationError as exc:
         problems = [f"{_name(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
         raise ConfigError("; ".join(problems)) from None
+
+
+def settings_table() -> str:
+    """The configuration table of the README, generated from the settings model (a test keeps them equal)."""
+    rows = ["| environment variable | YAML key | default | meaning |", "|---|---|---|---|"]
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, SecretStr):
+            return "(secret)"
+        if isinstance(value, dict):
+            return "`{}`" if not value else f"`{value}`"
+        return f"`{value}`"
+
+    for section, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for name, sub in annotation.model_fields.items():
+                default = sub.get_default(call_default_factory=True)
+                env = f"STREAMAL_{section.upper()}__{name.upper()}"
+                rows.append(f"| `{env}` | `{section}.{name}` | {show(default)} | {sub.description or ''} |")
+        else:
+            rows.append(
+                f"| `STREAMAL_{section.upper()}` | `{section}` | {show(field.get_default())} | "
+                f"{field.description or ''} |"
+            )
+    return "\n".join(rows)

@@ -35,7 +35,9 @@ class Metrics:
         self.registry = registry
         self.samples = Counter("streamal_samples", "Samples scored.", registry=registry)
         self.predictions = Counter(
-            "streamal_predictions", "Predictions acknowledged by the broker.", registry=registry
+            "streamal_predictions",
+            "Predictions sent (offsets are committed once the broker acknowledged them).",
+            registry=registry,
         )
         self.label_requests = Counter("streamal_label_requests", "Label requests made.", registry=registry)
         self.labels = Counter(
@@ -107,3 +109,21 @@ class Metrics:
             self.processing.labels(stage)
         for cause in ("evicted", "timed_out"):
             self.pending_dropped.labels(cause)
+        for kind in ("produce", "commit", "checkpoint"):
+            self.errors.labels(kind)
+
+
+def metrics_table() -> str:
+    """The metrics table of the README, generated from the metrics themselves (a test keeps them equal)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics import MetricWrapperBase
+
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    metrics = Metrics(CollectorRegistry())
+    for metric in vars(metrics).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        name = metric._name + ("_total" if metric._type == "counter" else "")
+        labels = ", ".join(f"`{label}`" for label in metric._labelnames) or "—"
+        rows.append(f"| `{name}` | {metric._type} | {labels} | {metric._documentation} |")
+    return "\n".join(rows)

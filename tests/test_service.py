@@ -112,8 +112,7 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
             lambda: (
                 _value(registry, "streamal_labels_total", outcome="unknown") == 1
                 and sum(
-                    _value(registry, "streamal_dead_letters_total", reason=r)
-                    for r in DecodeError.REASONS
+                    _value(registry, "streamal_dead_letters_total", reason=r) for r in DecodeError.REASONS
                 )
                 == 16
             ),
