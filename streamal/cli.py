@@ -14,12 +14,9 @@ from streamal.errors import ConfigError, StreamalError
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, getattr(logging, level)))
+    from streamal.logs import setup_logging
+
+    setup_logging(level)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

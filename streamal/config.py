@@ -79,6 +79,9 @@ class KafkaSettings(_Section):
         1, ge=1, le=16, description="Replication of the topics the service creates."
     )
     linger_ms: int = Field(5, ge=0, le=10_000, description="Producer batching delay.")
+    max_outage_seconds: float = Field(
+        300.0, ge=0, description="Exit non-zero after this long without a broker (0: never), for a restart."
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -147,7 +150,8 @@ class PendingSettings(_Section):
 
 class CheckpointSettings(_Section):
     dir: Path | None = Field(None, description="Where checkpoints are written (none: no checkpoints).")
-    interval_seconds: float = Field(30.0, gt=0, description="Time between checkpoints.")
+    interval_seconds: float = Field(30.0, gt=0, description="Longest time between checkpoints.")
+    every_labels: int = Field(1000, ge=1, description="Also checkpoint after this many labels learned.")
     key: SecretStr | None = Field(
         None, description="HMAC key that signs checkpoints (none: a key file in dir)."
     )

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from streamal.messages import ClassLabel, Label, Proba, Sample
+from streamal.messages import ClassLabel, Features, Label, Proba, Sample
 from streamal.models.base import Model
 from streamal.pending import LabelOutcome, PendingRequest, PendingRequests
 from streamal.policies.base import Policy
@@ -93,6 +93,18 @@ class Engine:
         self.samples_scored += len(samples)
         self.requests_made += sum(d.queried for d in out)
         return out
+
+    def register_request(
+        self,
+        sample_id: str,
+        features: Features,
+        prediction: ClassLabel | None,
+        model_version: int,
+        requested_at: float,
+    ) -> None:
+        """Record a label request read back from the ``label-requests`` topic (after a restart, or made by
+        another process): a label for it can then be learned even if this engine did not make it."""
+        self.pending.add(sample_id, PendingRequest(features, prediction, model_version, requested_at))
 
     # -- labels -----------------------------------------------------------------------------------
     def learn(self, label: Label) -> LabelOutcome:

@@ -166,6 +166,27 @@ def decode_label(raw: bytes | None) -> Label:
         raise _explain(exc) from None
 
 
+class LabelRequestRecord(BaseModel):
+    """What the learner needs of a ``label-requests`` message read back: the features as they were scored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: _Id
+    features: dict[str, _Finite]
+    prediction: bool | int | str | None = None
+    model_version: Annotated[int, Field(strict=True, ge=0)] = 0
+    requested_at: _Finite
+
+
+def decode_label_request(raw: bytes | None) -> LabelRequestRecord:
+    """Parse a ``label-requests`` message, or raise :class:`DecodeError`."""
+    obj = _parse(_check_size(raw))
+    try:
+        return LabelRequestRecord.model_validate(obj)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
 def _default(obj: object) -> object:
     if isinstance(obj, BaseModel):
         return obj.model_dump()

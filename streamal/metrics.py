@@ -97,8 +97,11 @@ class Metrics:
         self.errors = Counter(
             "streamal_errors", "Errors met by the service loop, by kind.", ["kind"], registry=registry
         )
+        self.broker_up = Gauge("streamal_broker_up", "1 while the Kafka cluster answers.", registry=registry)
         self.ready = Gauge(
-            "streamal_ready", "1 when partitions are assigned and the model is loaded.", registry=registry
+            "streamal_ready",
+            "1 when partitions are assigned, the model is loaded and the broker answers.",
+            registry=registry,
         )
         # every label value exists from the start, so rates and alerts see zeros, not absent series
         for outcome in LabelOutcome:

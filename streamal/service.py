@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from streamal import checkpoint
 from streamal.config import Settings
 from streamal.engine import Engine
+from streamal.errors import BrokerUnavailableError
 from streamal.http import build_app, serve
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.kafka.outbox import Outbox
@@ -57,6 +60,8 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._service.assigned |= set(assigned)
         self._service.seek_to_checkpoint(assigned)
+        if self._service._worker is not None:
+            self._service._worker.on_assigned()
 
 
 class Service:
@@ -88,6 +93,10 @@ class Service:
             else b""
         )
         self._last_checkpoint = time.monotonic()
+        self._labels_at_checkpoint = 0
+        self._restored = False
+        self.broker_up = True
+        self.exit_code = 0
         self.metrics.budget.set(settings.policy.budget)
 
     # -- what HTTP shows --------------------------------------------------------------------------
@@ -96,7 +105,12 @@ class Service:
         return worker is None or time.monotonic() - worker.last_turn < STALL_SECONDS
 
     def ready(self) -> bool:
-        return self._worker is not None and bool(self.assigned) and not self._stopping.is_set()
+        return (
+            self._worker is not None
+            and bool(self.assigned)
+            and self.broker_up
+            and not self._stopping.is_set()
+        )
 
     def model_info(self) -> dict[str, Any]:
         info = dict(self._worker.status if self._worker else self.engine.describe())
@@ -112,6 +126,7 @@ class Service:
             return
         self.engine = saved.engine
         self._restored_offsets = saved.offsets
+        self._restored = True
         log.info(
             "restored checkpoint: model version %d, %d labels learned, %d requests pending",
             self.engine.model_version,
@@ -143,16 +158,25 @@ class Service:
         created = time.time()
         payload = checkpoint.dumps(checkpoint.Checkpoint(self.engine, positions, created))
         self._last_checkpoint = time.monotonic()
+        self._labels_at_checkpoint = self.engine.labels_learned
         await asyncio.to_thread(checkpoint.write, self._ckpt_dir, payload, created, self._ckpt_key)
 
     async def _after_batch(self) -> None:
-        interval = self.settings.checkpoint.interval_seconds
-        if self._ckpt_dir is not None and time.monotonic() - self._last_checkpoint >= interval:
+        ckpt = self.settings.checkpoint
+        due = (
+            time.monotonic() - self._last_checkpoint >= ckpt.interval_seconds
+            or self.engine.labels_learned - self._labels_at_checkpoint >= ckpt.every_labels
+        )
+        if self._ckpt_dir is not None and due:
             try:
                 await self._checkpoint()
             except (OSError, checkpoint.CheckpointError) as exc:
                 self.metrics.errors.labels("checkpoint").inc()
                 log.error("checkpoint failed: %r", exc)
+
+    def _topic_names(self) -> list[str]:
+        t = self.topics
+        return [t.samples, t.labels, t.predictions, t.label_requests, t.dead_letters]
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -172,16 +196,7 @@ class Service:
         consumer: AIOKafkaConsumer | None = None
         try:
             if s.topics.create_missing:
-                await ensure_topics(
-                    s.kafka,
-                    [
-                        self.topics.samples,
-                        self.topics.labels,
-                        self.topics.predictions,
-                        self.topics.label_requests,
-                        self.topics.dead_letters,
-                    ],
-                )
+                await ensure_topics(s.kafka, self._topic_names())
             options = connection_options(s.kafka)
             producer = AIOKafkaProducer(
                 **options, acks="all", linger_ms=s.kafka.linger_ms, enable_idempotence=False
@@ -197,7 +212,12 @@ class Service:
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             self._consumer = consumer
-            consumer.subscribe([self.topics.samples, self.topics.labels], listener=_Assignment(self))
+            # the service reads its own label requests back: after a restore, the requests made since the
+            # checkpoint are known again before any label for them is learned
+            consumer.subscribe(
+                [self.topics.samples, self.topics.labels, self.topics.label_requests],
+                listener=_Assignment(self),
+            )
             await consumer.start()
             self._worker = Worker(
                 self.engine,
@@ -208,6 +228,11 @@ class Service:
                 max_batch_size=s.kafka.max_batch_size,
                 on_batch=self._after_batch,
             )
+            if self._restored:
+                self._worker.hold_labels()
+            admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)
+            await admin.start()
+            watchdog = asyncio.create_task(self._watch_broker(admin))
             self.metrics.ready.set(1)
             log.info(
                 "scoring %s with %s / %s / %s at budget %s",
@@ -218,14 +243,69 @@ class Service:
                 s.policy.budget,
             )
             await self._worker.run(self._stopping)
-            await self._checkpoint()
+            watchdog.cancel()
+            await admin.close()
+            if self._worker.clean_stop and self.exit_code == 0:
+                await self._checkpoint()
         finally:
             self._stopping.set()
             self.metrics.ready.set(0)
-            if consumer is not None:
-                await consumer.stop()
-            if producer is not None:
-                await producer.stop()
+            for client in (consumer, producer):
+                if client is not None:
+                    await _close(client)
             await runner.cleanup()
-        log.info("stopped cleanly")
-        return 0
+        if self.exit_code == 0:
+            log.info("stopped cleanly")
+        return self.exit_code
+
+    async def _watch_broker(self, admin: AIOKafkaAdminClient, every: float = 2.0) -> None:
+        """Ask the cluster for its metadata every ``every`` seconds: readiness follows the answer, and after
+        ``kafka.max_outage_seconds`` without one the service exits non-zero so an orchestrator restarts it."""
+        limit = self.settings.kafka.max_outage_seconds
+        down_since: float | None = None
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(admin.describe_cluster(), timeout=5)
+                up = True
+            except (KafkaError, TimeoutError, OSError):
+                up = False
+            now = time.monotonic()
+            if up and down_since is not None:
+                log.warning("the Kafka cluster is back after %.0f s", now - down_since)
+                down_since = None
+                if self.settings.topics.create_missing:
+                    # a cluster that lost its state (a wiped development broker) gets its topics back
+                    try:
+                        await ensure_topics(self.settings.kafka, self._topic_names(), timeout_seconds=10)
+                    except (BrokerUnavailableError, KafkaError) as exc:
+                        log.warning("could not check the topics: %r", exc)
+                        up, down_since = False, now
+            elif not up:
+                if down_since is None:
+                    down_since = now
+                    log.warning(
+                        "the Kafka cluster at %s does not answer", self.settings.kafka.bootstrap_servers
+                    )
+                if limit and now - down_since >= limit:
+                    log.error("no Kafka cluster for %.0f s: exiting so that the service is restarted", limit)
+                    self.exit_code = 3
+                    self.stop()
+            self.broker_up = up
+            self.metrics.broker_up.set(1 if up else 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), every)
+
+
+async def _close(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Stop an aiokafka client within 3 s, whatever state the broker is in."""
+    try:
+        await asyncio.wait_for(client.stop(), 3)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("could not close a Kafka client cleanly: %r", exc)
+    except asyncio.CancelledError:
+        # aiokafka's consumer re-raises the cancellation of its own fetch tasks from stop() while the broker
+        # is away; only a cancellation of this task itself is passed on
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("a Kafka client was stopped while the broker was away")

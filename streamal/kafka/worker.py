@@ -28,6 +28,7 @@ from streamal.messages import (
     Label,
     Sample,
     decode_label,
+    decode_label_request,
     decode_sample,
     label_request_message,
     prediction_message,
@@ -61,6 +62,7 @@ class Worker:
         poll_timeout_ms: int = 200,
         retry_backoff_seconds: float = 1.0,
         max_in_flight: int = 4,
+        drain_seconds: float = 5.0,
         on_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
@@ -80,6 +82,10 @@ class Worker:
         self._in_flight = deque()
         self._to_commit: dict[TopicPartition, int] = {}
         self._commit_task: asyncio.Task[None] | None = None
+        self._holding = False
+        self._drain_seconds = drain_seconds
+        #: False when the last stop could not deliver and commit everything (no checkpoint is written then)
+        self.clean_stop = True
         #: monotonic time of the last completed loop turn (``/healthz`` reads it)
         self.last_turn = time.monotonic()
         self._last_lag = 0.0
@@ -91,16 +97,57 @@ class Worker:
         #: topic -> partition -> the last offset committed
         self.committed: dict[str, dict[int, int]] = {}
 
+    def hold_labels(self) -> None:
+        """After a restore: learn no label until the label requests made before the crash are read back.
+
+        Otherwise a label could arrive before the request it answers and be called unknown.
+        """
+        self._holding = True
+        self._pause_labels()
+
+    def _pause_labels(self) -> None:
+        held = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.labels]
+        if held:
+            self._consumer.pause(*held)
+
+    def on_assigned(self) -> None:
+        """Call after a rebalance: keeps the labels paused while holding."""
+        if self._holding:
+            self._pause_labels()
+
+    def _requests_caught_up(self) -> bool:
+        parts = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.label_requests]
+        if not parts:
+            return False
+        for tp in parts:
+            highwater = self._consumer.highwater(tp)
+            position = self.positions.get(tp.topic, {}).get(tp.partition)
+            if highwater is None:
+                return False
+            if highwater > 0 and (position is None or position < highwater):
+                return False
+        return True
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Loop until ``stopping`` is set; what is in flight is then delivered and committed."""
         while not stopping.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
-            )
+            if self._holding and self._requests_caught_up():
+                self._holding = False
+                held = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.labels]
+                self._consumer.resume(*held)
+                log.info("label requests caught up after the restore; learning labels again")
             try:
-                if batch:
-                    await self._handle(batch)
-                await self._settle(wait=len(self._in_flight) > self._max_in_flight)
+                if len(self._in_flight) >= self._max_in_flight:
+                    # back pressure: no new batch until the oldest one is acknowledged (checked every second,
+                    # so that a stop or an outage is noticed)
+                    await self._settle(wait=True)
+                else:
+                    batch = await self._consumer.getmany(
+                        timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
+                    )
+                    if batch:
+                        await self._handle(batch)
+                    await self._settle(wait=False)
             except KafkaError as exc:
                 await self._recover(exc)
             now = time.monotonic()
@@ -114,9 +161,14 @@ class Worker:
             if self._on_batch is not None:
                 await self._on_batch()
         try:
-            await self.drain()
-        except KafkaError as exc:
-            await self._recover(exc)
+            await asyncio.wait_for(self.drain(), self._drain_seconds)
+        except (KafkaError, TimeoutError) as exc:
+            self.clean_stop = False
+            log.warning(
+                "stopping with output not acknowledged (%r): its input was not committed and will be "
+                "processed again after a restart",
+                exc,
+            )
 
     async def drain(self) -> None:
         """Wait until every batch handled so far is acknowledged and its offsets committed."""
@@ -128,13 +180,22 @@ class Worker:
             await self._commit(offsets)
 
     async def _settle(self, wait: bool, everything: bool = False) -> None:
-        """Take acknowledged batches off the in-flight queue, in order; start a commit of their offsets."""
+        """Take acknowledged batches off the in-flight queue, in order; start a commit of their offsets.
+
+        ``wait``: wait up to a second for the oldest batch; ``everything``: wait for all of them.
+        """
         while self._in_flight:
             acks, _, ends = self._in_flight[0]
             if not acks.done():
-                if not (wait and (everything or len(self._in_flight) > self._max_in_flight)):
+                if everything:
+                    await asyncio.wait([acks])
+                elif wait:
+                    await asyncio.wait([acks], timeout=1.0)
+                    wait = False
+                if not acks.done():
                     break
-                await asyncio.shield(acks)
+            if acks.cancelled():  # the producer gave the batch up (e.g. while the broker was away)
+                raise KafkaError("the delivery of a batch was cancelled")
             acks.result()  # raises if the delivery failed
             self._in_flight.popleft()
             self._to_commit.update(ends)
@@ -203,6 +264,16 @@ class Worker:
                         labels.append(decode_label(record.value))
                     except DecodeError as exc:
                         await self._dead_letter(record, exc)
+            elif tp.topic == topics.label_requests:
+                for record in records:
+                    try:
+                        req = decode_label_request(record.value)
+                    except DecodeError as exc:
+                        await self._dead_letter(record, exc)
+                        continue
+                    engine.register_request(
+                        req.id, req.features, req.prediction, req.model_version, req.requested_at
+                    )
         t1 = time.perf_counter()
         version_before = engine.model_version
         for label in labels:
@@ -286,12 +357,14 @@ class Worker:
             self._consumer.seek(tp, records[0].offset)
 
     async def _update_lag(self) -> None:
+        # from the high watermark of the last fetch and what the engine has taken in: no broker round trip
+        # (consumer.position() can wait for the broker indefinitely during an outage)
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
+            position = self.positions.get(tp.topic, {}).get(tp.partition)
             if highwater is None:
                 continue
-            try:
-                position = await self._consumer.position(tp)
-            except KafkaError:
-                continue
-            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            if position is None:
+                position = highwater if highwater == 0 else None
+            if position is not None:
+                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
