@@ -112,9 +112,10 @@ class Engine:
         outcome, request = self.pending.resolve(label.id, label.label)
         self.outcomes[outcome] += 1
         if request is not None:
-            hit = request.prediction == label.label
-            self._hits.append(hit)
-            self.correct_total += hit
+            if request.prediction is not None:  # a request made before any label predicted nothing
+                hit = request.prediction == label.label
+                self._hits.append(hit)
+                self.correct_total += hit
             self.model.learn_one(request.features, label.label)
             self.model_version += 1
             self.labels_learned += 1

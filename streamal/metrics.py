@@ -5,7 +5,14 @@ Names follow Prometheus' rules: base units, ``_total`` for counters, label value
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from streamal.errors import DecodeError
 from streamal.pending import LabelOutcome
@@ -33,6 +40,12 @@ _LATENCY_BUCKETS = (
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # process_* (memory, CPU, start time) and python_info, on the same injected registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.consumed = Counter(
+            "streamal_consumed_records", "Records read, by input topic.", ["topic"], registry=registry
+        )
         self.samples = Counter("streamal_samples", "Samples scored.", registry=registry)
         self.predictions = Counter(
             "streamal_predictions",

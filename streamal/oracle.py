@@ -29,6 +29,7 @@ class OracleStats:
     answered: int = 0
     unknown: int = 0
     skipped: int = 0  # left unanswered on purpose (miss_rate)
+    repeated: int = 0  # requests for a sample already answered
 
 
 async def run_oracle(
@@ -44,8 +45,13 @@ async def run_oracle(
     seed: int = 0,
     stats: OracleStats | None = None,
     ready: asyncio.Event | None = None,
+    answer_once: bool = True,
 ) -> OracleStats:
-    """Answer requests until ``stopping`` is set; ``ready`` is set once its partitions are assigned."""
+    """Answer requests until ``stopping`` is set; ``ready`` is set once its partitions are assigned.
+
+    Like a person, it answers each sample once (``answer_once``), even when a request is repeated (a
+    sample scored again after a restart asks again, with the same id).
+    """
     stats = stats if stats is not None else OracleStats()
     rng = random.Random(seed)
     consumer = AIOKafkaConsumer(
@@ -60,6 +66,7 @@ async def run_oracle(
     await consumer.start()
     await producer.start()
     due: list[tuple[float, int, str, ClassLabel]] = []
+    seen: set[str] = set()
     seq = 0
     try:
         while not stopping.is_set():
@@ -78,6 +85,11 @@ async def run_oracle(
                     if sample_id not in truth:
                         stats.unknown += 1
                         continue
+                    if answer_once:
+                        if sample_id in seen:
+                            stats.repeated += 1
+                            continue
+                        seen.add(sample_id)
                     if miss_rate and rng.random() < miss_rate:
                         stats.skipped += 1
                         continue

@@ -56,10 +56,13 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self._service.assigned -= set(revoked)
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self._service.metrics.lag.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._service.assigned |= set(assigned)
-        self._service.seek_to_checkpoint(assigned)
+        self._service.resume_where_the_engine_is(assigned)
         if self._service._worker is not None:
             self._service._worker.on_assigned()
 
@@ -83,7 +86,6 @@ class Service:
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
         self._worker: Worker | None = None
-        self._restored_offsets: dict[str, dict[int, int]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         ckpt = settings.checkpoint
         self._ckpt_dir: Path | None = ckpt.dir
@@ -95,6 +97,7 @@ class Service:
         self._last_checkpoint = time.monotonic()
         self._labels_at_checkpoint = 0
         self._restored = False
+        self._saved_offsets: dict[str, dict[int, int]] = {}
         self.broker_up = True
         self.exit_code = 0
         self.metrics.budget.set(settings.policy.budget)
@@ -125,7 +128,8 @@ class Service:
         if saved is None:
             return
         self.engine = saved.engine
-        self._restored_offsets = saved.offsets
+        self.metrics.model_version.set(self.engine.model_version)
+        self._saved_offsets = saved.offsets
         self._restored = True
         log.info(
             "restored checkpoint: model version %d, %d labels learned, %d requests pending",
@@ -134,11 +138,19 @@ class Service:
             len(self.engine.pending),
         )
 
-    def seek_to_checkpoint(self, assigned: list[TopicPartition]) -> None:
+    def resume_where_the_engine_is(self, assigned: list[TopicPartition]) -> None:
+        """After an assignment, read each partition from where the engine's state ends.
+
+        The committed offsets may be ahead of it (a crash after the last checkpoint): starting there would
+        skip labels and the label requests they answer. They may also be behind it (commits are
+        coalesced): starting there would only repeat work. So the engine's own positions win: those of
+        the restored checkpoint at first, then those of what it has taken in since.
+        """
         if self._consumer is None:
             return
+        known = self._worker.positions if self._worker is not None else self._saved_offsets
         for tp in assigned:
-            offset = self._restored_offsets.get(tp.topic, {}).pop(tp.partition, None)
+            offset = known.get(tp.topic, {}).get(tp.partition)
             if offset is not None:
                 self._consumer.seek(tp, offset)
 
@@ -152,9 +164,16 @@ class Service:
             return
         await self._worker.drain()
         positions = {t: dict(p) for t, p in self._worker.positions.items()}
-        for topic, parts in self._restored_offsets.items():  # restored partitions not assigned to us now
-            for partition, offset in parts.items():
-                positions.setdefault(topic, {}).setdefault(partition, offset)
+        if self._consumer is not None:
+            # an assigned partition the engine has not read from yet: where it would start reading
+            for tp in self._consumer.assignment():
+                if tp.partition not in positions.get(tp.topic, {}):
+                    try:
+                        start = await asyncio.wait_for(self._consumer.position(tp), 5)
+                    except (KafkaError, TimeoutError) as exc:
+                        log.warning("checkpoint postponed: no position for %s: %r", tp, exc)
+                        return
+                    positions.setdefault(tp.topic, {})[tp.partition] = start
         created = time.time()
         payload = checkpoint.dumps(checkpoint.Checkpoint(self.engine, positions, created))
         self._last_checkpoint = time.monotonic()
@@ -229,11 +248,11 @@ class Service:
                 on_batch=self._after_batch,
             )
             if self._restored:
+                self._worker.positions = {t: dict(p) for t, p in self._saved_offsets.items()}
                 self._worker.hold_labels()
             admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)
             await admin.start()
             watchdog = asyncio.create_task(self._watch_broker(admin))
-            self.metrics.ready.set(1)
             log.info(
                 "scoring %s with %s / %s / %s at budget %s",
                 self.topics.samples,
@@ -292,6 +311,7 @@ class Service:
                     self.stop()
             self.broker_up = up
             self.metrics.broker_up.set(1 if up else 0)
+            self.metrics.ready.set(1 if self.ready() else 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), every)
 

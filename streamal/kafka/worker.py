@@ -92,6 +92,8 @@ class Worker:
         self._last_expire = 0.0
         self._dropped = {"evicted": engine.pending.evicted, "timed_out": engine.pending.timed_out}
         self.status: dict[str, Any] = engine.describe()
+        for topic in (topics.samples, topics.labels, topics.label_requests):
+            metrics.consumed.labels(topic)
         #: topic -> partition -> next offset, of everything the engine has taken in (what a checkpoint holds)
         self.positions: dict[str, dict[int, int]] = {}
         #: topic -> partition -> the last offset committed
@@ -252,6 +254,7 @@ class Worker:
             offsets[tp] = records[-1].offset + 1
             firsts[tp] = records[0].offset
             n_records += len(records)
+            metrics.consumed.labels(tp.topic).inc(len(records))
             if tp.topic == topics.samples:
                 for record in records:
                     try:

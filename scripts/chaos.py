@@ -1,0 +1,310 @@
+"""Chaos harness: a stream through `streamal run` while the service is killed with SIGKILL, again and again.
+
+It starts the embedded broker and `streamal run` (with checkpoints), replays a labelled stream with
+malformed samples and labels mixed in, answers every label request once after a delay (an annotator),
+kills the service with SIGKILL ``--kills`` times at random moments and restarts it each time. Then it
+waits until the service has caught up and reports:
+
+* samples sent, and samples with at least one prediction (every one must have one);
+* predictions repeated after a crash (allowed: delivery is at least once, repeats carry the same id);
+* label requests, distinct and repeated; labels sent by the annotator and ``labels_learned`` in
+  ``/v1/model`` (they must be equal: every label is learned exactly once, across crashes);
+* malformed messages mixed in and dead letters for them (every one must have one).
+
+    .venv/bin/python scripts/chaos.py [--data image_segments] [--kills 3] [--seed 0]
+
+Exit code 0 when every invariant holds, 1 otherwise. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamal.broker import EmbeddedBroker, free_port
+from streamal.config import KafkaSettings
+from streamal.datasets import Record, load
+from streamal.kafka.client import connection_options, ensure_topics
+from streamal.messages import encode
+from streamal.oracle import OracleStats, run_oracle
+
+TOPICS = ["samples", "predictions", "label-requests", "labels", "dead-letters"]
+BAD_SAMPLES = [b"{oops", b'{"id": "bad", "features": {"x": NaN}}', b'{"features": {}}', b"\xff\xfe", b"[]"]
+BAD_LABELS = [b"{oops", b'{"id": "x"}', b'{"id": "x", "label": 2.5}', b"null"]
+
+
+@dataclass
+class ChaosReport:
+    samples: int = 0
+    predicted: int = 0
+    repeated_predictions: int = 0
+    label_requests: int = 0
+    repeated_requests: int = 0
+    labels_sent: int = 0
+    labels_learned: int = -1
+    label_outcomes: dict[str, int] = field(default_factory=dict)
+    malformed: int = 0
+    dead_lettered: int = 0
+    kills: int = 0
+    restarts: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def _get_json(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - our own 127.0.0.1 endpoint
+            data: dict[str, Any] = json.load(r)
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+class _Service:
+    """`streamal run` as a child process that can be killed and started again."""
+
+    def __init__(self, bootstrap: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.log = workdir / "service.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAL_")}
+        self.env.update(
+            {
+                "STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "3000",
+                "STREAMAL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+                "STREAMAL_HTTP__PORT": str(self.port),
+                "STREAMAL_CHECKPOINT__DIR": str(workdir / "checkpoints"),
+                "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": "1",
+                "STREAMAL_CHECKPOINT__EVERY_LABELS": "20",
+            }
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamal", "run"],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def model(self) -> dict[str, Any] | None:
+        return _get_json(f"http://127.0.0.1:{self.port}/v1/model")
+
+
+async def _produce(
+    options: dict[str, Any], records: list[Record], rate: float, bad_at: set[int], report: ChaosReport
+) -> None:
+    producer = AIOKafkaProducer(**options, acks="all", linger_ms=5, enable_idempotence=False)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        for i, r in enumerate(records):
+            due = started + i / rate
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            await producer.send_and_wait(
+                "samples", encode({"id": r.id, "features": r.features}), key=r.id.encode()
+            )
+            if i in bad_at:
+                n = report.malformed // 2
+                await producer.send_and_wait("samples", BAD_SAMPLES[n % len(BAD_SAMPLES)], key=b"bad")
+                await producer.send_and_wait("labels", BAD_LABELS[n % len(BAD_LABELS)], key=b"bad")
+                report.malformed += 2
+            report.samples = i + 1
+    finally:
+        await producer.stop()
+
+
+async def _watch(options: dict[str, Any], seen: dict[str, Any], stopping: asyncio.Event) -> None:
+    """Read predictions, label requests and dead letters from the beginning (no consumer group)."""
+    consumer = AIOKafkaConsumer(**options, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = [
+            TopicPartition(t, p)
+            for t in ("predictions", "label-requests", "dead-letters")
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        while not stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    if tp.topic == "dead-letters":
+                        headers = dict(r.headers or ())
+                        seen["dead"].add((headers.get("source.topic"), headers.get("source.offset")))
+                    else:
+                        counts = seen[tp.topic]
+                        sample_id = orjson.loads(r.value)["id"]
+                        counts[sample_id] = counts.get(sample_id, 0) + 1
+    finally:
+        await consumer.stop()
+
+
+async def run_chaos(
+    records: list[Record],
+    kills: int = 3,
+    rate: float = 200.0,
+    malformed: int = 20,
+    delay: float = 0.3,
+    seed: int = 0,
+    wait_seconds: float = 240.0,
+    workdir: Path | None = None,
+) -> ChaosReport:
+    rng = random.Random(seed)
+    report = ChaosReport(kills=kills)
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="streamal-chaos-"))
+    started = time.monotonic()
+    bad_at = set(rng.sample(range(len(records)), min(malformed // 2, len(records))))
+    duration = len(records) / rate
+    kill_at = sorted(rng.uniform(0.1 * duration, 0.9 * duration) for _ in range(kills))
+    with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        options = connection_options(kafka)
+        await ensure_topics(kafka, TOPICS, partitions=3)
+        service = _Service(broker.bootstrap_servers, workdir)
+        service.start()
+        stopping = asyncio.Event()
+        seen: dict[str, Any] = {"predictions": {}, "label-requests": {}, "dead": set()}
+        oracle_stats = OracleStats()
+        oracle_ready = asyncio.Event()
+        truth = {r.id: r.label for r in records}
+        tasks = [
+            asyncio.create_task(
+                run_oracle(
+                    options, truth, stopping, delay_seconds=delay, stats=oracle_stats, ready=oracle_ready
+                )
+            ),
+            asyncio.create_task(_watch(options, seen, stopping)),
+        ]
+        try:
+            await asyncio.wait_for(oracle_ready.wait(), 60)
+            deadline = time.monotonic() + 60
+            while service.model() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not start; see {service.log}")
+                await asyncio.sleep(0.2)
+            producing = asyncio.create_task(_produce(options, records, rate, bad_at, report))
+            tasks.append(producing)
+            t0 = time.monotonic()
+            for at in kill_at:
+                await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+                service.kill()
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                service.start()
+            await producing
+            end = time.monotonic() + wait_seconds
+            model: dict[str, Any] | None = None
+            while time.monotonic() < end:
+                await asyncio.sleep(0.5)
+                model = service.model() or model
+                if (
+                    model is not None
+                    and len(seen["predictions"]) >= len(records)
+                    and model["labels_learned"] >= oracle_stats.answered
+                    and oracle_stats.answered >= len(seen["label-requests"])
+                    and len(seen["dead"]) >= report.malformed
+                ):
+                    await asyncio.sleep(1.0)  # anything still on its way
+                    model = service.model() or model
+                    break
+        finally:
+            stopping.set()
+            code = service.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    report.restarts = service.starts - 1
+    report.predicted = len(seen["predictions"])
+    report.repeated_predictions = sum(c - 1 for c in seen["predictions"].values())
+    report.label_requests = len(seen["label-requests"])
+    report.repeated_requests = sum(c - 1 for c in seen["label-requests"].values())
+    report.labels_sent = oracle_stats.answered
+    report.labels_learned = model["labels_learned"] if model else -1
+    report.label_outcomes = model["outcomes"] if model else {}
+    report.dead_lettered = len(seen["dead"])
+    report.seconds = round(time.monotonic() - started, 1)
+    if report.predicted != len(records):
+        report.problems.append(f"{len(records) - report.predicted} samples without a prediction")
+    if report.labels_learned != report.labels_sent:
+        report.problems.append(f"labels learned {report.labels_learned} != labels sent {report.labels_sent}")
+    if report.dead_lettered < report.malformed:
+        report.problems.append(
+            f"{report.malformed - report.dead_lettered} malformed messages without a dead letter"
+        )
+    if code != 0:
+        report.problems.append(f"the last service exited with {code} on SIGTERM; see {service.log}")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default="image_segments", help="built-in data set or a .csv / .jsonl file")
+    parser.add_argument("--target", default="label")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N samples")
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=200.0, help="samples per second")
+    parser.add_argument(
+        "--malformed", type=int, default=20, help="malformed messages mixed in (half samples)"
+    )
+    parser.add_argument("--delay", type=float, default=0.3, help="seconds before the annotator answers")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=240.0)
+    args = parser.parse_args()
+    records = load(args.data, target=args.target, limit=args.limit)
+    report = asyncio.run(
+        run_chaos(
+            records,
+            kills=args.kills,
+            rate=args.rate,
+            malformed=args.malformed,
+            delay=args.delay,
+            seed=args.seed,
+            wait_seconds=args.timeout,
+        )
+    )
+    print(json.dumps(asdict(report), indent=2))
+    return 0 if not report.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
