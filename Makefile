@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean prometheus-tools rules
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,19 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit
+# promtool and prometheus (Debian's package) for the alert rules and the real-Prometheus test
+prometheus-tools:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+		echo "installing Debian's prometheus package (promtool, prometheus)"; \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
+
+rules: prometheus-tools
+	promtool check rules deploy/prometheus/rules/*.yaml
+	promtool test rules deploy/prometheus/tests/*.yaml
+
+test: lint typecheck rules unit
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_throughput.py
