@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 STALL_SECONDS = 30.0
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(settings: Settings, clock: Callable[[], float] = time.time) -> Engine:
     """The engine the settings describe (every name and parameter is checked here, at start)."""
     return Engine(
         build_model(settings.model.name, settings.model.params),
@@ -46,7 +47,10 @@ def build_engine(settings: Settings) -> Engine:
         build_policy(
             settings.policy.name, settings.policy.budget, settings.policy.seed, settings.policy.params
         ),
-        PendingRequests(max_size=settings.pending.max_size, ttl_seconds=settings.pending.ttl_seconds),
+        PendingRequests(
+            max_size=settings.pending.max_size, ttl_seconds=settings.pending.ttl_seconds, clock=clock
+        ),
+        clock=clock,
     )
 
 

@@ -327,7 +327,7 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
             "--data",
             "phishing",
             "--rate",
-            "800",
+            "400",
             "--delay",
             "0.2",
             "--out",
