@@ -156,6 +156,7 @@ class Worker:
             self.last_turn = now
             if now - self._last_lag >= 1.0:
                 self._last_lag = now
+                await self._restart_truncated()
                 await self._update_lag()
             if now - self._last_expire >= 10.0:
                 self._last_expire = now
@@ -358,6 +359,22 @@ class Worker:
     def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in batch.items():
             self._consumer.seek(tp, records[0].offset)
+
+    async def _restart_truncated(self) -> None:
+        """A partition whose end is now before where we are was deleted and created again (a broker that
+        lost its data): read it from its beginning, as Kafka's offset-out-of-range reset would."""
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            position = self.positions.get(tp.topic, {}).get(tp.partition)
+            if highwater is not None and position is not None and position > highwater:
+                log.warning(
+                    "%s ends at %d, before %d where we were: reading it from its beginning",
+                    tp,
+                    highwater,
+                    position,
+                )
+                self.positions[tp.topic][tp.partition] = 0
+                await self._consumer.seek_to_beginning(tp)
 
     async def _update_lag(self) -> None:
         # from the high watermark of the last fetch and what the engine has taken in: no broker round trip
