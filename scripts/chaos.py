@@ -87,6 +87,7 @@ class _Service:
                 "STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
                 "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "3000",
                 "STREAMAL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+                "STREAMAL_KAFKA__REBALANCE_TIMEOUT_MS": "5000",
                 "STREAMAL_HTTP__PORT": str(self.port),
                 "STREAMAL_CHECKPOINT__DIR": str(workdir / "checkpoints"),
                 "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": "1",

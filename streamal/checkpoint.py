@@ -59,20 +59,52 @@ def save(directory: Path, checkpoint: Checkpoint, key: bytes) -> Path:
     return write(directory, dumps(checkpoint), checkpoint.created_at, key)
 
 
-def write(directory: Path, payload: bytes, created_at: float, key: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+def seal(payload: bytes, key: bytes, magic: bytes = _MAGIC, **meta: Any) -> bytes:
+    """``magic`` + a JSON header (format, size, HMAC-SHA256 of the payload, ``meta``) + the payload."""
     header = orjson.dumps(
         {
             "format": FORMAT_VERSION,
-            "created_at": created_at,
+            **meta,
             "hmac_sha256": hmac.new(key, payload, hashlib.sha256).hexdigest(),
             "size": len(payload),
         }
     )
+    return magic + header + b"\n" + payload
+
+
+def unseal(data: bytes, key: bytes, source: str, magic: bytes = _MAGIC) -> tuple[dict[str, Any], bytes]:
+    """The header and payload of what :func:`seal` made; :class:`CheckpointError` if not to be trusted."""
+    if not data.startswith(magic):
+        what = magic.decode().strip().removeprefix("streamal-").replace("-", " ")
+        raise CheckpointError(f"{source} is not a streamal {what}")
+    header_line, _, payload = data[len(magic) :].partition(b"\n")
+    try:
+        header = orjson.loads(header_line)
+    except orjson.JSONDecodeError:
+        raise CheckpointError(f"{source}: unreadable header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{source}: unreadable header")
+    if header.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source}: format {header.get('format')!r}, this streamal reads {FORMAT_VERSION}"
+        )
+    if header.get("size") != len(payload):
+        raise CheckpointError(f"{source}: truncated ({len(payload)} of {header.get('size')} bytes)")
+    expected = hmac.new(key, payload, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, str(header.get("hmac_sha256", ""))):
+        raise CheckpointError(
+            f"{source}: the signature does not match; it was changed or signed with another key "
+            "(STREAMAL_CHECKPOINT__KEY). Move it away to start from scratch."
+        )
+    return header, payload
+
+
+def write(directory: Path, payload: bytes, created_at: float, key: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     final = directory / _FILE
     tmp = directory / f".{_FILE}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:
-        fh.write(_MAGIC + header + b"\n" + payload)
+        fh.write(seal(payload, key, created_at=created_at))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, final)
@@ -89,28 +121,7 @@ def load(directory: Path, key: bytes) -> Checkpoint | None:
     path = directory / _FILE
     if not path.exists():
         return None
-    data = path.read_bytes()
-    if not data.startswith(_MAGIC):
-        raise CheckpointError(f"{path} is not a streamal checkpoint")
-    header_line, _, payload = data[len(_MAGIC) :].partition(b"\n")
-    try:
-        header = orjson.loads(header_line)
-    except orjson.JSONDecodeError:
-        raise CheckpointError(f"{path}: unreadable header") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: unreadable header")
-    if header.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format {header.get('format')!r}, this streamal reads {FORMAT_VERSION}"
-        )
-    if header.get("size") != len(payload):
-        raise CheckpointError(f"{path}: truncated ({len(payload)} of {header.get('size')} bytes)")
-    expected = hmac.new(key, payload, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, str(header.get("hmac_sha256", ""))):
-        raise CheckpointError(
-            f"{path}: the signature does not match; the file was changed or written with another key "
-            "(STREAMAL_CHECKPOINT__KEY). Move it away to start from scratch."
-        )
+    _, payload = unseal(path.read_bytes(), key, str(path))
     checkpoint = pickle.loads(payload)  # noqa: S301 - signed with our key, verified above
     if not isinstance(checkpoint, Checkpoint):
         raise CheckpointError(f"{path}: unexpected content {type(checkpoint).__name__}")

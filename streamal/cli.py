@@ -25,9 +25,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config or os.environ.get("STREAMAL_CONFIG"))
     _setup_logging(settings.log_level)
-    if args.role != "all":
-        raise ConfigError(f"--role {args.role}: only the all-in-one role exists in this version")
-    service = Service(settings)
+    service = Service(settings, role=args.role)
     # Scoring allocates many short-lived objects; the default gen-0 threshold (700) made the cyclic garbage
     # collector take two thirds of decoding time (scripts/bench_throughput.py). Collect less often, and
     # leave what start-up built out of every collection.
@@ -176,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the service (configuration: --config FILE and STREAMAL_* variables)")
     p.add_argument("--config", help="YAML settings file (environment variables override it)")
     p.add_argument(
-        "--role", default="all", choices=["all"], help="all-in-one: scorer and learner in one process"
+        "--role",
+        default="all",
+        choices=["all", "scorer", "learner"],
+        help="all (default): one process scores and learns; scorer: one of many that score the samples; "
+        "learner: the one that learns from labels and publishes the model (another one waits as a standby)",
     )
     p.set_defaults(func=_cmd_run)
 

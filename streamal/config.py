@@ -73,12 +73,22 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(
         1_000, ge=100, le=60_000, description="Consumer group heartbeat interval."
     )
+    rebalance_timeout_ms: int = Field(
+        30_000,
+        ge=1_000,
+        le=600_000,
+        description="How long the group coordinator waits for members to rejoin in a rebalance.",
+    )
     max_batch_size: int = Field(2_000, ge=1, le=100_000, description="Most records scored in one batch.")
     partitions: int = Field(3, ge=1, le=10_000, description="Partitions of the topics the service creates.")
     replication_factor: int = Field(
         1, ge=1, le=16, description="Replication of the topics the service creates."
     )
     linger_ms: int = Field(5, ge=0, le=10_000, description="Producer batching delay.")
+    group_instance_id: str | None = Field(
+        None,
+        description="Static membership (KIP-345): a stable name per replica avoids rebalances on restarts.",
+    )
     max_outage_seconds: float = Field(
         300.0, ge=0, description="Exit non-zero after this long without a broker (0: never), for a restart."
     )
@@ -119,6 +129,9 @@ class TopicSettings(_Section):
     dead_letters: str = Field(
         "dead-letters", min_length=1, description="Malformed input, with the reason (out)."
     )
+    models: str = Field(
+        "streamal-models", min_length=1, description="Signed model snapshots, learner to scorers (scale-out)."
+    )
     create_missing: bool = Field(True, description="Create missing topics at start.")
 
 
@@ -153,7 +166,10 @@ class CheckpointSettings(_Section):
     interval_seconds: float = Field(30.0, gt=0, description="Longest time between checkpoints.")
     every_labels: int = Field(1000, ge=1, description="Also checkpoint after this many labels learned.")
     key: SecretStr | None = Field(
-        None, description="HMAC key that signs checkpoints (none: a key file in dir)."
+        None, description="HMAC key that signs checkpoints and model snapshots (none: a key file in dir)."
+    )
+    publish_interval_seconds: float = Field(
+        1.0, gt=0, description="Learner: least time between two model snapshots published."
     )
 
 

@@ -76,6 +76,18 @@ class Metrics:
         self.model_version = Gauge(
             "streamal_model_version", "Version of the model (labels learned).", registry=registry
         )
+        self.model_latest_version = Gauge(
+            "streamal_model_latest_version",
+            "Newest model version seen on the model topic (scorers).",
+            registry=registry,
+        )
+        self.rebalances = Counter("streamal_rebalances", "Consumer group rebalances.", registry=registry)
+        self.rebalance_seconds = Histogram(
+            "streamal_rebalance_seconds",
+            "From partitions revoked to partitions assigned.",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
         self.model_updated = Gauge(
             "streamal_model_last_update_timestamp_seconds", "When the model last learned.", registry=registry
         )
@@ -125,7 +137,7 @@ class Metrics:
             self.processing.labels(stage)
         for cause in ("evicted", "timed_out"):
             self.pending_dropped.labels(cause)
-        for kind in ("produce", "commit", "checkpoint"):
+        for kind in ("produce", "commit", "checkpoint", "snapshot"):
             self.errors.labels(kind)
 
 

@@ -16,31 +16,44 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from streamal import checkpoint
 from streamal.config import Settings
 from streamal.engine import Engine
-from streamal.errors import BrokerUnavailableError
+from streamal.errors import BrokerUnavailableError, ConfigError
 from streamal.http import build_app, serve
+from streamal.kafka.assignor import SingleActiveAssignor
 from streamal.kafka.client import connection_options, ensure_topics
+from streamal.kafka.models import ModelFollower, publish
 from streamal.kafka.outbox import Outbox
 from streamal.kafka.worker import Topics, Worker
 from streamal.metrics import Metrics
-from streamal.models import build_model
+from streamal.models import Model, build_model
 from streamal.pending import PendingRequests
 from streamal.policies import build_policy
 from streamal.strategies import build_strategy
 
 log = logging.getLogger(__name__)
 
+#: the model topic keeps only the newest snapshot (on a broker that compacts), and takes large ones
+MODEL_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(64 * 1024 * 1024)}
+
 #: /healthz fails when the loop has not turned for this long
 STALL_SECONDS = 30.0
 
 
-def build_engine(settings: Settings, clock: Callable[[], float] = time.time) -> Engine:
-    """The engine the settings describe (every name and parameter is checked here, at start)."""
+ROLES = ("all", "scorer", "learner")
+
+
+def build_engine(settings: Settings, clock: Callable[[], float] = time.time, role: str = "all") -> Engine:
+    """The engine the settings describe (every name and parameter is checked here, at start).
+
+    A scorer learns nothing, so it keeps no pending requests: the learner reads them from the topic.
+    """
+    max_pending = 1 if role == "scorer" else settings.pending.max_size
     return Engine(
         build_model(settings.model.name, settings.model.params),
         build_strategy(settings.strategy.name, seed=settings.strategy.seed),
@@ -48,7 +61,10 @@ def build_engine(settings: Settings, clock: Callable[[], float] = time.time) -> 
             settings.policy.name, settings.policy.budget, settings.policy.seed, settings.policy.params
         ),
         PendingRequests(
-            max_size=settings.pending.max_size, ttl_seconds=settings.pending.ttl_seconds, clock=clock
+            max_size=max_pending,
+            ttl_seconds=settings.pending.ttl_seconds,
+            memory=0 if role == "scorer" else 100_000,
+            clock=clock,
         ),
         clock=clock,
     )
@@ -59,12 +75,27 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
         self._service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._service.revoked_at = time.monotonic()
+        worker = self._service._worker
+        if worker is not None and revoked:
+            # deliver and commit what was taken from these partitions before another member gets them
+            try:
+                await asyncio.wait_for(worker.drain(), 5)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning(
+                    "could not commit everything before a rebalance (%r): it will be processed again", exc
+                )
         self._service.assigned -= set(revoked)
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 self._service.metrics.lag.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        service = self._service
+        service.metrics.rebalances.inc()
+        if service.revoked_at is not None:
+            service.metrics.rebalance_seconds.observe(time.monotonic() - service.revoked_at)
+            service.revoked_at = None
         self._service.assigned |= set(assigned)
         self._service.resume_where_the_engine_is(assigned)
         if self._service._worker is not None:
@@ -74,17 +105,29 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
 class Service:
     """``await Service(settings).run()`` runs until SIGTERM/SIGINT (or :meth:`stop`) and returns 0."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, registry: CollectorRegistry | None = None, role: str = "all"
+    ) -> None:
+        if role not in ROLES:
+            raise ConfigError(f"--role {role!r}: choose one of {', '.join(ROLES)}")
+        if role != "all" and settings.checkpoint.key is None:
+            raise ConfigError(
+                "STREAMAL_CHECKPOINT__KEY (checkpoint.key) is required with --role scorer or learner: it "
+                "signs the model snapshots the learner publishes and the scorers load, so every process "
+                "needs the same key"
+            )
+        self.role = role
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.engine = build_engine(settings)
+        self.engine = build_engine(settings, role=role)
         self.topics = Topics(
             samples=settings.topics.samples,
             labels=settings.topics.labels,
             predictions=settings.topics.predictions,
             label_requests=settings.topics.label_requests,
             dead_letters=settings.topics.dead_letters,
+            models=settings.topics.models,
         )
         self.assigned: set[TopicPartition] = set()
         self.http_port: int | None = None
@@ -92,18 +135,24 @@ class Service:
         self._worker: Worker | None = None
         self._consumer: AIOKafkaConsumer | None = None
         ckpt = settings.checkpoint
-        self._ckpt_dir: Path | None = ckpt.dir
-        self._ckpt_key = (
-            checkpoint.key_for(ckpt.dir, ckpt.key.get_secret_value() if ckpt.key else None)
-            if ckpt.dir
-            else b""
-        )
+        # a scorer keeps no state worth a checkpoint: it is at least once through its commits
+        self._ckpt_dir: Path | None = ckpt.dir if role != "scorer" else None
+        if ckpt.key is not None:
+            self._ckpt_key = ckpt.key.get_secret_value().encode()
+        else:
+            self._ckpt_key = checkpoint.key_for(ckpt.dir, None) if ckpt.dir else b""
+        self.revoked_at: float | None = None
+        self._follower: ModelFollower | None = None
+        self._published_version = -1
+        self._last_publish = 0.0
         self._last_checkpoint = time.monotonic()
         self._labels_at_checkpoint = 0
         self._restored = False
         self._saved_offsets: dict[str, dict[int, int]] = {}
         self.broker_up = True
         self.exit_code = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._verify_cluster = False
         self.metrics.budget.set(settings.policy.budget)
 
     # -- what HTTP shows --------------------------------------------------------------------------
@@ -112,16 +161,19 @@ class Service:
         return worker is None or time.monotonic() - worker.last_turn < STALL_SECONDS
 
     def ready(self) -> bool:
+        model_loaded = self._follower is None or self._follower.ready.is_set()
         return (
             self._worker is not None
             and bool(self.assigned)
+            and model_loaded
             and self.broker_up
             and not self._stopping.is_set()
         )
 
     def model_info(self) -> dict[str, Any]:
-        info = dict(self._worker.status if self._worker else self.engine.describe())
+        info = self.engine.describe()  # the engine runs on this event loop: no batch is half done now
         info["budget"] = self.settings.policy.budget
+        info["role"] = self.role
         return info
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -169,6 +221,16 @@ class Service:
         await self._worker.drain()
         positions = {t: dict(p) for t, p in self._worker.positions.items()}
         if self._consumer is not None:
+            # the checkpoint must say where to resume every input partition: without all of them assigned
+            # (before the first assignment, during a rebalance) it waits for the next turn
+            expected = {
+                (topic, p)
+                for topic in self._inputs()
+                for p in self._consumer.partitions_for_topic(topic) or ()
+            }
+            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            if not expected or not expected <= owned | {(t, p) for t, ps in positions.items() for p in ps}:
+                return
             # an assigned partition the engine has not read from yet: where it would start reading
             for tp in self._consumer.assignment():
                 if tp.partition not in positions.get(tp.topic, {}):
@@ -184,7 +246,35 @@ class Service:
         self._labels_at_checkpoint = self.engine.labels_learned
         await asyncio.to_thread(checkpoint.write, self._ckpt_dir, payload, created, self._ckpt_key)
 
+    async def _publish(self, producer: AIOKafkaProducer, force: bool = False) -> None:
+        """Learner: send the model to the scorers when it changed, at most once per publish interval."""
+        version = self.engine.model_version
+        interval = self.settings.checkpoint.publish_interval_seconds
+        if version == self._published_version or (
+            not force and time.monotonic() - self._last_publish < interval
+        ):
+            return
+        self._last_publish = time.monotonic()
+        try:
+            size = await publish(producer, self.topics.models, self.engine.model, version, self._ckpt_key)
+        except KafkaError as exc:
+            self.metrics.errors.labels("snapshot").inc()
+            log.warning("could not publish model version %d: %r", version, exc)
+            return
+        self._published_version = version
+        self.metrics.model_latest_version.set(version)
+        log.debug("published model version %d (%d bytes)", version, size)
+
+    def _apply_snapshot(self, version: int, model: Model) -> None:
+        """Scorer: score with the learner's newest model from the next batch on (no pause)."""
+        self.engine.model = model
+        self.engine.model_version = version
+        self.metrics.model_version.set(version)
+        self.metrics.model_updated.set(time.time())
+
     async def _after_batch(self) -> None:
+        if self.role == "learner" and self._producer is not None:
+            await self._publish(self._producer)
         ckpt = self.settings.checkpoint
         due = (
             time.monotonic() - self._last_checkpoint >= ckpt.interval_seconds
@@ -200,6 +290,16 @@ class Service:
     def _topic_names(self) -> list[str]:
         t = self.topics
         return [t.samples, t.labels, t.predictions, t.label_requests, t.dead_letters]
+
+    def _inputs(self) -> list[str]:
+        """What this role reads. The all-in-one and the learner read their label requests back: after a
+        restore, the requests made since the checkpoint are known again before any label is learned."""
+        t = self.topics
+        return {
+            "all": [t.samples, t.labels, t.label_requests],
+            "scorer": [t.samples],
+            "learner": [t.labels, t.label_requests],
+        }[self.role]
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -220,28 +320,47 @@ class Service:
         try:
             if s.topics.create_missing:
                 await ensure_topics(s.kafka, self._topic_names())
+                if self.role != "all":
+                    await ensure_topics(
+                        s.kafka, [self.topics.models], partitions=1, configs=MODEL_TOPIC_CONFIG
+                    )
             options = connection_options(s.kafka)
             producer = AIOKafkaProducer(
                 **options, acks="all", linger_ms=s.kafka.linger_ms, enable_idempotence=False
             )
             await producer.start()
+            self._producer = producer
             consumer = AIOKafkaConsumer(
                 **options,
-                group_id=s.kafka.group_id,
+                group_id=f"{s.kafka.group_id}-learner" if self.role == "learner" else s.kafka.group_id,
+                group_instance_id=s.kafka.group_instance_id,
+                partition_assignment_strategy=(
+                    (SingleActiveAssignor,) if self.role == "learner" else (RoundRobinPartitionAssignor,)
+                ),
                 enable_auto_commit=False,
                 auto_offset_reset=s.kafka.auto_offset_reset,
                 session_timeout_ms=s.kafka.session_timeout_ms,
                 heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
+                # a member killed in the middle of a rebalance holds the group up to this long
+                rebalance_timeout_ms=s.kafka.rebalance_timeout_ms,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             self._consumer = consumer
-            # the service reads its own label requests back: after a restore, the requests made since the
-            # checkpoint are known again before any label for them is learned
-            consumer.subscribe(
-                [self.topics.samples, self.topics.labels, self.topics.label_requests],
-                listener=_Assignment(self),
-            )
+            consumer.subscribe(self._inputs(), listener=_Assignment(self))
             await consumer.start()
+            if self.role == "scorer":
+                follower_consumer = AIOKafkaConsumer(
+                    **options,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    fetch_max_bytes=64 * 1024 * 1024,
+                    max_partition_fetch_bytes=64 * 1024 * 1024,
+                )
+                await follower_consumer.start()
+                self._follower = ModelFollower(
+                    follower_consumer, self.topics.models, self._ckpt_key, self._apply_snapshot, self.metrics
+                )
+                following = asyncio.create_task(self._follower.run(self._stopping))
             self._worker = Worker(
                 self.engine,
                 consumer,
@@ -258,8 +377,9 @@ class Service:
             await admin.start()
             watchdog = asyncio.create_task(self._watch_broker(admin))
             log.info(
-                "scoring %s with %s / %s / %s at budget %s",
-                self.topics.samples,
+                "%s: %s with %s / %s / %s at budget %s",
+                self.role,
+                ", ".join(self._inputs()),
                 s.model.name,
                 s.strategy.name,
                 s.policy.name,
@@ -268,6 +388,11 @@ class Service:
             await self._worker.run(self._stopping)
             watchdog.cancel()
             await admin.close()
+            if self._follower is not None:
+                await asyncio.wait_for(following, 5)
+                await _close(follower_consumer)
+            if self.role == "learner" and self._worker.clean_stop:
+                await self._publish(producer, force=True)
             if self._worker.clean_stop and self.exit_code == 0:
                 await self._checkpoint()
         finally:
@@ -280,6 +405,28 @@ class Service:
         if self.exit_code == 0:
             log.info("stopped cleanly")
         return self.exit_code
+
+    async def _start_over_if_the_cluster_forgot(self) -> bool:
+        """After an outage: if the group's committed offsets are gone, the cluster lost its state (Kafka
+        never forgets them in minutes; an in-memory development broker does on restart). Its topics are
+        new, so every input partition is read from its beginning. Returns whether it could tell."""
+        worker, consumer = self._worker, self._consumer
+        if worker is None or consumer is None:
+            return True
+        for tp in consumer.assignment():
+            if tp.partition not in worker.committed.get(tp.topic, {}):
+                continue
+            try:
+                committed = await asyncio.wait_for(consumer.committed(tp), 5)
+            except (KafkaError, TimeoutError):
+                return False  # the coordinator is not back yet: ask again at the next turn
+            if committed is None:
+                log.warning(
+                    "the cluster lost its state (its committed offsets are gone): reading every input again"
+                )
+                await worker.start_over()
+            return True
+        return bool(consumer.assignment())  # nothing committed to compare with: nothing to forget
 
     async def _watch_broker(self, admin: AIOKafkaAdminClient, every: float = 2.0) -> None:
         """Ask the cluster for its metadata every ``every`` seconds: readiness follows the answer, and after
@@ -303,6 +450,7 @@ class Service:
                     except (BrokerUnavailableError, KafkaError) as exc:
                         log.warning("could not check the topics: %r", exc)
                         up, down_since = False, now
+                self._verify_cluster = True
             elif not up:
                 if down_since is None:
                     down_since = now
@@ -313,6 +461,8 @@ class Service:
                     log.error("no Kafka cluster for %.0f s: exiting so that the service is restarted", limit)
                     self.exit_code = 3
                     self.stop()
+            if up and self._verify_cluster:
+                self._verify_cluster = not await self._start_over_if_the_cluster_forgot()
             self.broker_up = up
             self.metrics.broker_up.set(1 if up else 0)
             self.metrics.ready.set(1 if self.ready() else 0)

@@ -42,7 +42,11 @@ def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 async def ensure_topics(
-    kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None, timeout_seconds: float = 30.0
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    partitions: int | None = None,
+    timeout_seconds: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns those created."""
     admin = AIOKafkaAdminClient(**connection_options(kafka), request_timeout_ms=int(timeout_seconds * 1000))
@@ -55,7 +59,12 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
-            new = [NewTopic(n, partitions or kafka.partitions, kafka.replication_factor) for n in missing]
+            new = [
+                NewTopic(
+                    n, partitions or kafka.partitions, kafka.replication_factor, topic_configs=configs or {}
+                )
+                for n in missing
+            ]
             with contextlib.suppress(TopicAlreadyExistsError):  # another replica created them meanwhile
                 await admin.create_topics(new)
             log.info("created topics %s", ", ".join(missing))

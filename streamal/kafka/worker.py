@@ -47,6 +47,7 @@ class Topics:
     predictions: str
     label_requests: str
     dead_letters: str
+    models: str = "streamal-models"
 
 
 class Worker:
@@ -91,7 +92,6 @@ class Worker:
         self._last_lag = 0.0
         self._last_expire = 0.0
         self._dropped = {"evicted": engine.pending.evicted, "timed_out": engine.pending.timed_out}
-        self.status: dict[str, Any] = engine.describe()
         for topic in (topics.samples, topics.labels, topics.label_requests):
             metrics.consumed.labels(topic)
         #: topic -> partition -> next offset, of everything the engine has taken in (what a checkpoint holds)
@@ -342,7 +342,6 @@ class Worker:
             if total > self._dropped[cause]:
                 metrics.pending_dropped.labels(cause).inc(total - self._dropped[cause])
                 self._dropped[cause] = total
-        self.status = engine.describe()
 
     async def _dead_letter(self, record: ConsumerRecord, exc: DecodeError) -> None:
         headers = [
@@ -359,6 +358,14 @@ class Worker:
     def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in batch.items():
             self._consumer.seek(tp, records[0].offset)
+
+    async def start_over(self) -> None:
+        """Forget every position and read every assigned partition from its beginning."""
+        self.positions.clear()
+        self.committed.clear()
+        assigned = list(self._consumer.assignment())
+        if assigned:
+            await self._consumer.seek_to_beginning(*assigned)
 
     async def _restart_truncated(self) -> None:
         """A partition whose end is now before where we are was deleted and created again (a broker that
