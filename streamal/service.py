@@ -33,7 +33,7 @@ from streamal.kafka.worker import Topics, Worker
 from streamal.metrics import Metrics
 from streamal.models import Model, build_model
 from streamal.pending import PendingRequests
-from streamal.policies import build_policy
+from streamal.policies import Policy, build_policy
 from streamal.strategies import build_strategy
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,27 @@ def build_engine(settings: Settings, clock: Callable[[], float] = time.time, rol
     )
 
 
+def share_capacity(policy: Policy, owned: int, total: int) -> None:
+    """Give a scorer's policy its share of a labels-per-hour capacity: the fraction of the samples
+    partitions it owns (recomputed after every rebalance). Policies without such a limit are untouched.
+
+    >>> class Limited:
+    ...     labels_per_hour = 600.0
+    >>> p = Limited()
+    >>> share_capacity(p, owned=2, total=6); p.labels_per_hour
+    200.0
+    >>> share_capacity(p, owned=6, total=6); p.labels_per_hour
+    600.0
+    """
+    base = getattr(policy, "_capacity_of_all", None)
+    if base is None:
+        base = getattr(policy, "labels_per_hour", None)
+        if base is None:
+            return
+        policy._capacity_of_all = base  # type: ignore[attr-defined]
+    policy.labels_per_hour = base * (owned / total if total else 1.0)  # type: ignore[attr-defined]
+
+
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, service: Service) -> None:
         self._service = service
@@ -98,6 +119,11 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
             service.revoked_at = None
         self._service.assigned |= set(assigned)
         self._service.resume_where_the_engine_is(assigned)
+        if service.role == "scorer" and service._consumer is not None:
+            samples = service.topics.samples
+            total = len(service._consumer.partitions_for_topic(samples) or ())
+            owned = sum(1 for tp in service.assigned if tp.topic == samples)
+            share_capacity(service.engine.policy, owned, total)
         if self._service._worker is not None:
             self._service._worker.on_assigned()
 
