@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streamal.broker import EmbeddedBroker, free_port
 from streamal.config import KafkaSettings
 from streamal.datasets import Record, load
+from streamal.http import answers_ok, fetch_json
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.oracle import OracleStats, run_oracle
 
@@ -53,23 +52,6 @@ class ClusterReport:
     killed: int = 0
     seconds_to_predict_all: float = 0.0
     throughput: float = 0.0
-
-
-def _get_json(port: int, path: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
-            data: dict[str, Any] = json.load(r)
-            return data
-    except (OSError, ValueError):
-        return None
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 class _Process:
@@ -205,7 +187,7 @@ async def run_cluster(
                 _Process("scorer", broker.bootstrap_servers, workdir, f"scorer-{i}") for i in range(scorers)
             ]
             deadline = time.monotonic() + 60
-            while not all(_ready(p.port) for p in [learner, *procs]):
+            while not all(answers_ok(f"http://127.0.0.1:{p.port}/readyz") for p in [learner, *procs]):
                 for p in [learner, *procs]:
                     if not p.alive():
                         raise RuntimeError(f"{p.log.name} exited: {p.log.read_text()[-2000:]}")
@@ -228,7 +210,7 @@ async def run_cluster(
                     report.seconds_to_predict_all = times["last"] - (times["first"] if preload else started)
                 if producing is not None and producing.done():
                     producing.result()
-                model = _get_json(learner.port, "/v1/model")
+                model = fetch_json(f"http://127.0.0.1:{learner.port}/v1/model")
                 if (
                     report.seconds_to_predict_all
                     and model is not None
@@ -237,14 +219,19 @@ async def run_cluster(
                     and model["labels_learned"] >= stats.answered
                 ):
                     live = [p for p in procs if p.alive()]
-                    versions = [(_get_json(p.port, "/v1/model") or {}).get("version", -1) for p in live]
+                    versions = [
+                        (fetch_json(f"http://127.0.0.1:{p.port}/v1/model") or {}).get("version", -1)
+                        for p in live
+                    ]
                     if all(v == model["version"] for v in versions):
                         break
-            model = _get_json(learner.port, "/v1/model") or {}
+            model = fetch_json(f"http://127.0.0.1:{learner.port}/v1/model") or {}
             report.labels_learned = model.get("labels_learned", -1)
             report.learner_version = model.get("version", -1)
             report.scorer_versions = [
-                (_get_json(p.port, "/v1/model") or {}).get("version", -1) for p in procs if p.alive()
+                (fetch_json(f"http://127.0.0.1:{p.port}/v1/model") or {}).get("version", -1)
+                for p in procs
+                if p.alive()
             ]
         finally:
             stopping.set()

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streamal.broker import EmbeddedBroker, free_port
 from streamal.config import KafkaSettings
 from streamal.datasets import Record, load
+from streamal.http import fetch_json
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.messages import encode
 from streamal.oracle import OracleStats, run_oracle
@@ -64,15 +64,6 @@ class ChaosReport:
     restarts: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
-
-
-def _get_json(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - our own 127.0.0.1 endpoint
-            data: dict[str, Any] = json.load(r)
-            return data
-    except (OSError, ValueError):
-        return None
 
 
 class _Service:
@@ -126,7 +117,7 @@ class _Service:
         return self.proc.returncode
 
     def model(self) -> dict[str, Any] | None:
-        return _get_json(f"http://127.0.0.1:{self.port}/v1/model")
+        return fetch_json(f"http://127.0.0.1:{self.port}/v1/model")
 
 
 async def _produce(

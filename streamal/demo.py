@@ -10,14 +10,12 @@ PNG. Every process it started is stopped before it returns.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +30,12 @@ from streamal.config import KafkaSettings
 from streamal.datasets import Record, load
 from streamal.evaluation.plots import learning_curve_png
 from streamal.evaluation.simulate import simulate
+from streamal.http import answers_ok, fetch_json
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.messages import encode
 from streamal.oracle import OracleStats, run_oracle
 
 TOPICS = ["samples", "predictions", "label-requests", "labels", "dead-letters"]
-
-
-def _get_json(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own 127.0.0.1 endpoint
-            data: dict[str, Any] = json.load(response)
-            return data
-    except (OSError, ValueError):
-        return None
 
 
 class _Progress:
@@ -152,7 +142,7 @@ async def _demo(
     try:
         url = f"http://127.0.0.1:{http_port}"
         deadline = time.monotonic() + 60
-        while _get_json(f"{url}/v1/model") is None or not _ready(f"{url}/readyz"):
+        while fetch_json(f"{url}/v1/model") is None or not answers_ok(f"{url}/readyz"):
             if service.poll() is not None:
                 raise RuntimeError(f"the service exited with {service.returncode}; see {log_path}")
             if time.monotonic() > deadline:
@@ -174,7 +164,7 @@ async def _demo(
         with Live(progress.table(), console=console, refresh_per_second=4) as live:
             while time.monotonic() < end:
                 await asyncio.sleep(0.25)
-                progress.model = _get_json(f"{url}/v1/model") or progress.model
+                progress.model = fetch_json(f"{url}/v1/model") or progress.model
                 live.update(progress.table())
                 for task in tasks:
                     if task.done() and task.exception() is not None:
@@ -204,14 +194,6 @@ async def _demo(
         "complete": len(progress.hits) == len(records),
         "exit_code": service.returncode,
     }
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own 127.0.0.1 endpoint
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def run_demo(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -49,3 +51,23 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port
     return runner, int(bound)
+
+
+# -- the client side, for the demo and the harnesses that watch a running service ----------------------
+def fetch_json(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """GET a JSON object from a service endpoint; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own endpoints
+            data = json.load(response)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def answers_ok(url: str, timeout: float = 1.0) -> bool:
+    """Whether a service endpoint answers 200 (``/readyz``, ``/healthz``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own endpoints
+            return bool(response.status == 200)
+    except OSError:
+        return False
