@@ -81,6 +81,12 @@ class Metrics:
             "Newest model version seen on the model topic (scorers).",
             registry=registry,
         )
+        self.info = Gauge(
+            "streamal_info",
+            "1, labelled with the process's role (all, scorer, learner).",
+            ["role"],
+            registry=registry,
+        )
         self.rebalances = Counter("streamal_rebalances", "Consumer group rebalances.", registry=registry)
         self.rebalance_seconds = Histogram(
             "streamal_rebalance_seconds",

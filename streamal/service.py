@@ -146,6 +146,7 @@ class Service:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.metrics.info.labels(role).set(1)
         self.engine = build_engine(settings, role=role)
         self.topics = Topics(
             samples=settings.topics.samples,
