@@ -1,4 +1,4 @@
-"""``streamal <verb>``: run, demo, oracle, record, replay, simulate."""
+"""``streamal <verb>``: run, demo, oracle, record, replay, simulate, bench."""
 
 from __future__ import annotations
 
@@ -128,7 +128,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from streamal.evaluation.plots import learning_curve_png
     from streamal.evaluation.simulate import simulate
 
-    records = load(args.data, target=args.target, id_column=args.id_column)
+    records = load(args.data, target=args.target, id_column=args.id_column, limit=args.limit)
+    if not records:
+        raise ConfigError(f"--data {args.data}: no samples")
     result = simulate(
         records,
         strategy=args.strategy,
@@ -140,7 +142,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
+    summary = {"data": args.data, **result.summary()}
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     learning_curve_png(
         out / "learning_curve.png",
@@ -148,6 +150,111 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         title=f"{args.data}: prequential accuracy at budget {args.budget}",
     )
     print(orjson.dumps({k: v for k, v in summary.items() if k != "curve"}).decode())
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    import orjson
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streamal.datasets import BUILTIN
+    from streamal.evaluation import bench, peers
+    from streamal.evaluation.report import write_report
+    from streamal.policies import POLICIES
+    from streamal.strategies import STRATEGIES
+
+    datasets = args.data or list(bench.SUITE)
+    budgets = args.budget or [0.1]
+    for b in budgets:
+        if not 0.0 < b <= 1.0:
+            raise ConfigError(f"--budget {b}: must be in (0, 1]")
+    if args.seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    console = Console(stderr=True)
+    if args.peer:
+        chosen = args.peer
+    elif args.no_peers:
+        chosen = []
+    elif peers.available():
+        chosen = list(peers.PEERS)
+    else:
+        console.print(
+            "[yellow]the peers are not installed (pip install 'streamal[peers]'): running without[/]"
+        )
+        chosen = []
+    if chosen and not peers.available():
+        raise ConfigError("--peer: the peers are not installed; pip install 'streamal[peers]'")
+    combos = list(bench.COMBOS)
+    if args.combo:
+        combos = []
+        for item in args.combo:
+            strategy, sep, policy = item.partition("/")
+            if not sep or strategy not in STRATEGIES or policy not in POLICIES:
+                raise ConfigError(
+                    f"--combo {item!r}: expected STRATEGY/POLICY with a strategy of {', '.join(STRATEGIES)} "
+                    f"and a policy of {', '.join(POLICIES)}"
+                )
+            combos.append((strategy, policy))
+    tasks = []
+    for source in datasets:
+        limit = args.limit if args.limit is not None else (bench.SUITE_LIMIT if source in BUILTIN else None)
+        tasks += bench.plan(
+            [source],
+            budgets,
+            args.seeds,
+            target=args.target,
+            limit=limit,
+            delay=args.delay,
+            combos=combos,
+            peers=chosen,
+        )
+    # the peers first: they take longest
+    tasks.sort(key=lambda t: not t.is_peer)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task_id = progress.add_task("bench", total=len(tasks), last="")
+
+        finished = [0]
+        step = max(1, len(tasks) // 20)
+
+        # every run is also written as it ends, so that a long bench shows its rows as it goes
+        with (out / "results.partial.jsonl").open("wb") as partial:
+
+            def done(row: dict[str, object]) -> None:
+                partial.write(orjson.dumps(row) + b"\n")
+                partial.flush()
+                last = f"{row['method']} on {row['dataset']} @ {row['budget']}: {row['accuracy']:.3f}"
+                progress.update(task_id, advance=1, last=last)
+                finished[0] += 1
+                if not console.is_terminal and finished[0] % step == 0:  # a log gets a line every 5%
+                    print(f"{finished[0]}/{len(tasks)} runs done; last: {last}", file=sys.stderr, flush=True)
+
+            rows = bench.run(tasks, jobs=args.jobs, on_done=done)
+    (out / "results.partial.jsonl").unlink()
+    (out / "results.json").write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+    command = "streamal bench " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    summaries = write_report(rows, out, command=command)
+    for s in summaries:
+        rank = s.ranks.get(s.best_streamal or "", 0.0)
+        line = f"budget {s.budget:g}: best streamal {s.best_streamal} (rank {rank:.2f})"
+        if s.best_peer:
+            line += f", best peer {s.best_peer} (rank {s.ranks[s.best_peer]:.2f})"
+        if s.best_streamal and s.baseline:
+            gains = s.gain_over_baseline(s.best_streamal)
+            line += f", vs random: mean {100 * sum(gains.values()) / len(gains):+.2f} points"
+        print(line)
+    print(f"wrote {out / 'results.json'} ({len(rows)} runs), {out / 'report.md'} and plots")
     return 0
 
 
@@ -225,22 +332,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("simulate", help="offline prequential evaluation of one strategy and policy")
-    p.add_argument("--data", required=True)
-    p.add_argument("--target", default="label")
+    p.add_argument("--data", required=True, help="built-in data set name, or a .csv / .jsonl file")
+    p.add_argument("--target", default="label", help="the label column")
     p.add_argument("--id-column", default="id")
     p.add_argument("--strategy", default="least_confidence", choices=sorted(STRATEGIES))
     p.add_argument("--policy", default="threshold", choices=sorted(POLICIES))
-    p.add_argument("--model", default="knn")
+    p.add_argument("--model", default=None, help="default: knn (committee for the qbc_* strategies)")
     p.add_argument("--budget", type=float, default=0.1)
     p.add_argument("--delay", type=int, default=0, help="label delay, in samples")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="only the first N samples")
     p.add_argument("--out", default="simulate-output")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "bench", help="strategies x policies x data sets x budgets x seeds, with the peers; report and plots"
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        help="built-in data set or .csv / .jsonl file (repeatable; default: the suite)",
+    )
+    p.add_argument("--target", default="label", help="the label column of the files")
+    p.add_argument("--budget", action="append", type=float, help="repeatable (default: 0.1)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. K-1 (default: 3)")
+    p.add_argument("--delay", type=int, default=0, help="label delay, in samples")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="first N samples of each data set (default: 2000 of a built-in one, all of a file)",
+    )
+    p.add_argument(
+        "--combo", action="append", metavar="STRATEGY/POLICY", help="streamal runs (default: the set)"
+    )
+    p.add_argument("--peer", action="append", help="a peer to run (repeatable; default: all, when installed)")
+    p.add_argument("--no-peers", action="store_true", help="run without the peers")
+    p.add_argument("--jobs", type=int, help="processes (default: one per core)")
+    p.add_argument("--out", default="bench-output")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)[1:]
     try:
         code: int = args.func(args)
         return code

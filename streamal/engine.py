@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any, NamedTuple
 
 from streamal.messages import ClassLabel, Features, Label, Proba, Sample
@@ -45,6 +46,10 @@ class Decision(NamedTuple):
 class Engine:
     """Model → strategy → policy for samples; pending request → model update for labels."""
 
+    #: seconds spent in the strategy and the policy (not the model): the per-decision overhead. A class
+    #: attribute as well, so that an engine restored from an older checkpoint starts it at zero.
+    decision_seconds: float = 0.0
+
     def __init__(
         self,
         model: Model,
@@ -67,31 +72,38 @@ class Engine:
         self.outcomes: dict[LabelOutcome, int] = dict.fromkeys(LabelOutcome, 0)
         self._hits: deque[bool] = deque(maxlen=accuracy_window)
         self.correct_total = 0
+        self.decision_seconds = 0.0
 
     # -- samples ----------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample]) -> list[Decision]:
         """Score a batch with the current model, then decide each sample in order."""
         if not samples:
             return []
-        probas = self.model.predict_proba_many([s.features for s in samples])
+        xs = [s.features for s in samples]
+        probas = self.model.predict_proba_many(xs)
         now = self._clock()
         version = self.model_version
-        utility_of = self.strategy.utility
-        decide = self.policy.decide
+        predictions: list[ClassLabel | None] = [
+            max(proba, key=proba.__getitem__) if proba else None for proba in probas
+        ]
+        policy = self.policy
+        started = perf_counter()
+        utilities = self.strategy.utilities(xs, probas)
+        if policy.uses_prediction:
+            asks = list(map(policy.decide_with, utilities, predictions))
+        else:
+            asks = list(map(policy.decide, utilities))
+        self.decision_seconds += perf_counter() - started
         out = []
-        for sample, proba in zip(samples, probas, strict=True):
-            prediction: ClassLabel | None = None
-            uncertainty = 1.0
-            if proba:
-                best = max(proba, key=proba.__getitem__)
-                prediction, uncertainty = best, 1.0 - proba[best]
-            utility = utility_of(proba)
-            queried = decide(utility)
+        for sample, proba, prediction, utility, queried in zip(
+            samples, probas, predictions, utilities, asks, strict=True
+        ):
+            uncertainty = 1.0 - proba[prediction] if prediction is not None else 1.0
             if queried:
                 self.pending.add(sample.id, PendingRequest(sample.features, prediction, version, now))
             out.append(Decision(sample, prediction, proba, uncertainty, utility, queried, version, now))
         self.samples_scored += len(samples)
-        self.requests_made += sum(d.queried for d in out)
+        self.requests_made += sum(asks)
         return out
 
     def register_request(
@@ -117,6 +129,8 @@ class Engine:
                 self._hits.append(hit)
                 self.correct_total += hit
             self.model.learn_one(request.features, label.label)
+            self.strategy.observe_label(request.features, label.label)
+            self.policy.observe_label(label.label)
             self.model_version += 1
             self.labels_learned += 1
         return outcome

@@ -24,7 +24,9 @@ from streamal.strategies import (
     build_strategy,
 )
 
-UNCERTAINTY = [name for name in STRATEGIES if name != "random"]
+# strategies whose utility is not a measure of the model's uncertainty (random draws, a constant, a distance)
+NOT_UNCERTAINTY = {"random", "periodic", "diversity", "probabilistic_entropy"}
+UNCERTAINTY = [name for name in STRATEGIES if name not in NOT_UNCERTAINTY]
 
 
 def _entropy(ps: list[float]) -> float:

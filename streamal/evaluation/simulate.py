@@ -1,7 +1,9 @@
 """Prequential simulation: every sample is predicted before any label of it is learned.
 
 Labels come back ``delay`` samples after their request, as an annotator would answer them, and go through
-the same :class:`~streamal.engine.Engine` as in the service.
+the same :class:`~streamal.engine.Engine` as in the service. The samples between two moments at which a
+label can arrive are scored as one batch, as the service scores a poll: the model cannot change in between,
+so every prediction is the one a sample-by-sample run makes (with ``delay=0`` every batch has one sample).
 
 >>> from streamal.datasets import load
 >>> result = simulate(load("phishing"), budget=0.1, seed=1)  # least confidence, threshold, kNN
@@ -11,9 +13,10 @@ the same :class:`~streamal.engine.Engine` as in the service.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,8 +24,8 @@ from streamal.datasets import Record
 from streamal.engine import Engine
 from streamal.messages import Label, Sample
 from streamal.models import build_model
-from streamal.policies import build_policy
-from streamal.strategies import build_strategy
+from streamal.policies import POLICIES, build_policy
+from streamal.strategies import NEEDS_COMMITTEE, build_strategy
 
 
 @dataclass
@@ -36,15 +39,37 @@ class SimulationResult:
     model: str
     seed: int
     us_per_sample: float
+    #: time in the strategy and the policy only (the per-decision overhead), per sample
+    us_per_decision: float = 0.0
+    delay: int = 0
     #: (samples seen, accuracy over the preceding ``curve_step`` samples)
     curve: list[tuple[int, float]] = field(default_factory=list)
-    #: cumulative accuracy after each sample (for plots)
+    #: whether each prediction was right (for plots)
     hits: list[bool] = field(default_factory=list, repr=False)
+
+    @property
+    def spent(self) -> float:
+        """The fraction of the samples whose label was asked for."""
+        return self.labels_used / self.n if self.n else 0.0
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("hits")
+        out["spent"] = self.spent
         return out
+
+
+def default_model(strategy: str) -> str:
+    """The model a strategy is simulated with when none is named: the committee for the committee
+    strategies, the kNN for every other."""
+    return "committee" if strategy in NEEDS_COMMITTEE else "knn"
+
+
+def learning_curve(hits: Sequence[bool], step: int | None = None) -> list[tuple[int, float]]:
+    """Accuracy over consecutive blocks of ``step`` samples (50 blocks when not given)."""
+    n = len(hits)
+    step = step or max(1, n // 50)
+    return [(min(j + step, n), sum(hits[j : j + step]) / len(hits[j : j + step])) for j in range(0, n, step)]
 
 
 def simulate(
@@ -53,33 +78,43 @@ def simulate(
     strategy: str = "least_confidence",
     policy: str = "threshold",
     budget: float = 0.1,
-    model: str = "knn",
+    model: str | None = None,
     delay: int = 0,
     seed: int = 0,
     curve_step: int | None = None,
     policy_params: dict[str, Any] | None = None,
     model_params: dict[str, Any] | None = None,
+    samples_per_second: float = 1.0,
+    max_batch: int = 256,
 ) -> SimulationResult:
+    """Run one strategy and policy over ``records``; see the module's description.
+
+    ``samples_per_second`` drives the simulated clock (sample ``i`` arrives at ``i / samples_per_second``),
+    which a policy with a ``clock`` (the labels-per-hour rate limit) is given. ``model`` defaults to
+    :func:`default_model`; committee models are seeded with ``seed``.
+    """
+    if delay < 0:
+        raise ValueError(f"delay must be non-negative, got {delay}")
+    model = model or default_model(strategy)
+    position = [0]
+
+    def clock() -> float:
+        return position[0] / samples_per_second
+
+    params = dict(policy_params or {})
+    if policy in POLICIES and "clock" in inspect.signature(POLICIES[policy]).parameters:
+        params.setdefault("clock", clock)
+    m_params = dict(model_params or {})
+    if model == "committee":
+        m_params.setdefault("seed", seed)
     engine = Engine(
-        build_model(model, model_params),
+        build_model(model, m_params),
         build_strategy(strategy, seed=seed),
-        build_policy(policy, budget=budget, seed=seed, params=policy_params),
-        clock=lambda: 0.0,
+        build_policy(policy, budget=budget, seed=seed, params=params),
+        clock=clock,
     )
-    due: deque[tuple[int, Label]] = deque()
-    hits: list[bool] = []
-    started = time.perf_counter()
-    for i, record in enumerate(records):
-        while due and due[0][0] <= i:
-            engine.learn(due.popleft()[1])
-        [decision] = engine.score([Sample(id=record.id, features=record.features)])
-        hits.append(decision.prediction == record.label)
-        if decision.queried:
-            due.append((i + 1 + delay, Label(id=record.id, label=record.label)))
-    elapsed = time.perf_counter() - started
+    hits, elapsed = _run(engine, records, delay, max_batch, position)
     n = len(records)
-    step = curve_step or max(1, n // 50)
-    curve = [(min(j + step, n), sum(hits[j : j + step]) / len(hits[j : j + step])) for j in range(0, n, step)]
     return SimulationResult(
         n=n,
         accuracy=sum(hits) / n if n else 0.0,
@@ -90,6 +125,36 @@ def simulate(
         model=model,
         seed=seed,
         us_per_sample=elapsed / n * 1e6 if n else 0.0,
-        curve=curve,
+        us_per_decision=engine.decision_seconds / n * 1e6 if n else 0.0,
+        delay=delay,
+        curve=learning_curve(hits, curve_step),
         hits=hits,
     )
+
+
+def _run(
+    engine: Engine, records: Sequence[Record], delay: int, max_batch: int, position: list[int]
+) -> tuple[list[bool], float]:
+    due: deque[tuple[int, Label]] = deque()  # (index of the sample before which it arrives, label)
+    hits: list[bool] = []
+    n = len(records)
+    score: Callable[[Sequence[Sample]], Any] = engine.score
+    started = time.perf_counter()
+    i = 0
+    while i < n:
+        while due and due[0][0] <= i:
+            engine.learn(due.popleft()[1])
+        # until the next moment a label can arrive, the model cannot change: score all of it at once
+        end = min(n, i + 1 + delay, i + max_batch)
+        if due:
+            end = min(end, due[0][0])
+        position[0] = i
+        chunk = records[i:end]
+        for j, (record, decision) in enumerate(
+            zip(chunk, score([Sample(id=r.id, features=r.features) for r in chunk]), strict=True)
+        ):
+            hits.append(decision.prediction == record.label)
+            if decision.queried:
+                due.append((i + j + 1 + delay, Label(id=record.id, label=record.label)))
+        i = end
+    return hits, time.perf_counter() - started

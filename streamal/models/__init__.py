@@ -9,13 +9,26 @@ from typing import Any
 from streamal.errors import ConfigError
 from streamal.models.adapter import RiverModel
 from streamal.models.base import Model
+from streamal.models.committee import CommitteeModel, CommitteeProba
 from streamal.models.knn import KNNClassifier
 
-__all__ = ["MODELS", "KNNClassifier", "Model", "RiverModel", "build_model"]
+__all__ = [
+    "MODELS",
+    "CommitteeModel",
+    "CommitteeProba",
+    "KNNClassifier",
+    "Model",
+    "RiverModel",
+    "build_model",
+]
 
 
 def _knn(**params: Any) -> Any:
     return KNNClassifier(**params)
+
+
+def _committee(**params: Any) -> Any:
+    return CommitteeModel(**params)
 
 
 def _gaussian_nb(**params: Any) -> Any:
@@ -36,9 +49,11 @@ def _hoeffding_tree(**params: Any) -> Any:
     return tree.HoeffdingTreeClassifier(**params)
 
 
-#: model name -> factory of the river estimator; ``river:<module>.<Class>`` names any other river classifier
+#: model name -> factory of the river estimator (or of a ready :class:`Model`, as the committee is);
+#: ``river:<module>.<Class>`` names any other river classifier
 MODELS: dict[str, Callable[..., Any]] = {
     "knn": _knn,
+    "committee": _committee,
     "gaussian_nb": _gaussian_nb,
     "softmax": _softmax,
     "hoeffding_tree": _hoeffding_tree,
@@ -52,6 +67,8 @@ def build_model(name: str, params: dict[str, Any] | None = None) -> Model:
     'knn'
     >>> build_model("river:naive_bayes.GaussianNB").name
     'river:naive_bayes.GaussianNB'
+    >>> build_model("committee", {"n_members": 3})
+    CommitteeModel(n_members=3, n_neighbors=5, window_size=1000, max_features=1.0, seed=0)
     """
     params = params or {}
     if name.startswith("river:"):
@@ -73,4 +90,6 @@ def build_model(name: str, params: dict[str, Any] | None = None) -> Model:
         estimator = factory(**params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.params: {exc}") from None
+    if isinstance(estimator, Model):
+        return estimator
     return RiverModel(estimator, name=name)

@@ -6,17 +6,23 @@ from typing import Any
 
 from streamal.errors import ConfigError
 from streamal.policies.base import Policy
+from streamal.policies.biqf import BalancedIncrementalQuantileFilter
+from streamal.policies.class_balanced import ClassBalancedQuota
 from streamal.policies.fixed_rate import FixedRate
+from streamal.policies.rate_limit import RateLimit
 from streamal.policies.split import Split
 from streamal.policies.threshold import FixedThreshold
 from streamal.policies.variable_uncertainty import RandomizedVariableUncertainty, VariableUncertainty
 
 __all__ = [
     "POLICIES",
+    "BalancedIncrementalQuantileFilter",
+    "ClassBalancedQuota",
     "FixedRate",
     "FixedThreshold",
     "Policy",
     "RandomizedVariableUncertainty",
+    "RateLimit",
     "Split",
     "VariableUncertainty",
     "build_policy",
@@ -24,7 +30,16 @@ __all__ = [
 
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
-    for cls in (FixedThreshold, FixedRate, VariableUncertainty, RandomizedVariableUncertainty, Split)
+    for cls in (
+        FixedThreshold,
+        FixedRate,
+        VariableUncertainty,
+        RandomizedVariableUncertainty,
+        Split,
+        BalancedIncrementalQuantileFilter,
+        RateLimit,
+        ClassBalancedQuota,
+    )
 }
 
 

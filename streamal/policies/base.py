@@ -5,6 +5,11 @@ al. 2014, "Active learning with drifting streaming data", with the bias correcti
 ``window`` samples from overspending). Above the budget nothing is asked; below ``min_spend`` times the
 budget the next sample is asked whatever its utility, so an over-confident model cannot starve the
 learner. In between, the subclass's one hook, :meth:`_ask`, decides.
+
+A policy that needs to know more than the utility has two optional hooks, both called by the
+:class:`~streamal.engine.Engine` only: with ``uses_prediction`` set, the engine decides each sample with
+:meth:`decide_with`, which also gets the model's predicted class (the class-balanced quota uses it), and
+:meth:`observe_label` is told every label the model learns.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ import abc
 import random
 from typing import Any, ClassVar
 
+from streamal.messages import ClassLabel
+
 
 class Policy(abc.ABC):
     name: ClassVar[str]
+    #: whether the engine should call :meth:`decide_with` (with the predicted class) instead of :meth:`decide`
+    uses_prediction: ClassVar[bool] = False
 
     def __init__(
         self, budget: float = 0.1, window: int = 1000, min_spend: float = 0.8, seed: int | None = None
@@ -43,7 +52,7 @@ class Policy(abc.ABC):
         return self._asked / self._seen if self._seen else 0.0
 
     def decide(self, utility: float) -> bool:
-        spent = self.spending
+        spent = self._asked / self._seen if self._seen else 0.0  # self.spending, inlined: once per sample
         if spent >= self.budget and self.budget < 1.0:
             ask = False
         elif spent < self.min_spend * self.budget:
@@ -55,6 +64,13 @@ class Policy(abc.ABC):
         self.n_seen += 1
         self.n_asked += ask
         return ask
+
+    def decide_with(self, utility: float, prediction: ClassLabel | None) -> bool:
+        """:meth:`decide`, told the predicted class too (None before the model knows any class)."""
+        return self.decide(utility)
+
+    def observe_label(self, label: ClassLabel) -> None:  # noqa: B027 - an optional hook
+        """The model has just learned ``label``. Default: nothing to do."""
 
     @abc.abstractmethod
     def _ask(self, utility: float) -> bool:

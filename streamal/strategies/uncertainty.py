@@ -12,7 +12,7 @@ threshold means the same with 2 classes as with 10.
 
 from __future__ import annotations
 
-import math
+from math import log
 
 from streamal.messages import Proba
 from streamal.strategies.base import Strategy
@@ -52,5 +52,5 @@ class Entropy(Strategy):
         h = 0.0
         for p in proba.values():
             if p > 0.0:
-                h -= p * math.log(p)
-        return min(1.0, max(0.0, h / math.log(len(proba))))
+                h -= p * log(p)
+        return min(1.0, max(0.0, h / log(len(proba))))

@@ -1,0 +1,174 @@
+"""`streamal simulate` and `streamal bench`: the protocol, the rows, the statistics and the report."""
+
+# mypy: disallow-untyped-defs=False, disallow-incomplete-defs=False
+# (the loose typing pyproject.toml gives tests.*, also when mypy names this module without the package)
+
+from __future__ import annotations
+
+import functools
+
+import orjson
+import pytest
+from scipy import stats as scipy_stats
+
+from streamal.cli import main
+from streamal.datasets import Record, load
+from streamal.evaluation import bench, peers, stats
+from streamal.evaluation.report import summarise
+from streamal.evaluation.simulate import simulate
+
+ROW_FIELDS = {
+    "dataset",
+    "strategy",
+    "policy",
+    "budget",
+    "seed",
+    "accuracy",
+    "labels_used",
+    "n",
+    "us_per_sample",
+}
+
+
+@functools.cache
+def phishing(n: int = 400) -> tuple[Record, ...]:
+    return tuple(load("phishing", limit=n))
+
+
+# -- simulate ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("delay", [0, 7, 40])
+def test_batched_simulation_predicts_exactly_as_sample_by_sample(delay):
+    stream = phishing()
+    batched = simulate(stream, strategy="margin", policy="variable_uncertainty", delay=delay)
+    single = simulate(stream, strategy="margin", policy="variable_uncertainty", delay=delay, max_batch=1)
+    assert batched.hits == single.hits
+    assert batched.labels_used == single.labels_used
+    assert batched.us_per_decision > 0.0
+    assert batched.us_per_decision < batched.us_per_sample
+
+
+def test_a_longer_label_delay_learns_later():
+    stream = phishing()
+    soon = simulate(stream, strategy="entropy", policy="biqf", delay=0)
+    late = simulate(stream, strategy="entropy", policy="biqf", delay=200)
+    assert soon.accuracy > late.accuracy
+    assert late.hits[:200].count(True) == 0  # no label has come back yet: nothing is predicted
+
+
+def test_committee_strategies_are_simulated_with_the_committee():
+    result = simulate(phishing(200), strategy="qbc_kl", policy="split", seed=2)
+    assert result.model == "committee"
+    assert simulate(phishing(200), strategy="margin").model == "knn"
+
+
+def test_rate_limit_gets_the_simulated_clock():
+    # 1 sample a second, 360 labels an hour: one label every 10 samples at most, whatever the budget
+    result = simulate(
+        phishing(), strategy="margin", policy="rate_limit", budget=0.5, policy_params={"labels_per_hour": 360}
+    )
+    assert result.labels_used <= 10 + len(phishing()) // 10
+
+
+def test_simulate_cli_writes_summary_and_plot(tmp_path):
+    csv_file = tmp_path / "s.csv"
+    names = list(phishing()[0].features)
+    rows = [",".join([*names, "label"])]
+    rows += [",".join([*(str(r.features[k]) for k in names), str(int(r.label))]) for r in phishing()]
+    csv_file.write_text("\n".join(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["simulate", "--data", str(csv_file), "--strategy", "entropy", "--policy", "biqf",
+                 "--budget", "0.2", "--delay", "5", "--seed", "1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert {"accuracy", "labels_used", "n", "us_per_sample", "us_per_decision", "curve"} <= set(summary)
+    assert summary["n"] == len(phishing())
+    assert summary["delay"] == 5
+    assert summary["labels_used"] <= 0.22 * summary["n"]
+    assert (out / "learning_curve.png").stat().st_size > 1000
+
+
+# -- statistics -------------------------------------------------------------------------------------------
+def test_friedman_and_ranks_agree_with_scipy_and_demsar():
+    scores = {
+        "a": [0.90, 0.85, 0.70, 0.95, 0.80],
+        "b": [0.85, 0.86, 0.60, 0.90, 0.75],
+        "c": [0.80, 0.80, 0.65, 0.85, 0.70],
+        "d": [0.80, 0.70, 0.55, 0.85, 0.70],
+    }
+    ranks = stats.average_ranks(scores)
+    assert ranks == {"a": 1.2, "b": 2.0, "c": 3.1, "d": 3.7}
+    f = stats.friedman(scores)
+    expected = scipy_stats.friedmanchisquare(*scores.values())
+    assert f.statistic == pytest.approx(expected.statistic)
+    assert f.p_value == pytest.approx(expected.pvalue)
+    assert f.iman_davenport > f.statistic / 3  # the F form is the less conservative
+    # Demšar (2006), table 5(a): q_0.05 = 2.569 for 4 methods
+    assert stats.nemenyi_cd(4, 5) == pytest.approx(2.569 * (4 * 5 / (6 * 5)) ** 0.5, abs=2e-3)
+    holm = stats.wilcoxon_holm(scores, "a")
+    assert set(holm) == {"b", "c", "d"}
+    assert all(0.0 <= p <= 1.0 for p, _ in holm.values())
+    with pytest.raises(ValueError, match="at least 3 methods"):
+        stats.friedman({"a": [1.0, 2.0], "b": [2.0, 1.0]})
+    assert stats.friedman({m: [0.5, 0.5] for m in "abc"}).p_value == 1.0
+
+
+# -- bench --------------------------------------------------------------------------------------------
+def test_plan_always_includes_random_sampling_and_puts_peers_first():
+    tasks = bench.plan(["phishing"], [0.1], 2, combos=[("margin", "biqf")], peers=["river.EntropySampler"])
+    assert tasks[0].is_peer
+    methods = {t.method for t in tasks}
+    assert methods == {"river.EntropySampler", "random / threshold", "margin / biqf"}
+    assert len(tasks) == 6
+    assert len(bench.COMBOS) >= 9  # at least 8 streamal combinations besides the baseline
+
+
+def test_random_baseline_spends_its_budget_at_random():
+    row = bench.run_task(bench.Task("phishing", "random", "threshold", 0.1, 0, limit=400))
+    assert row["kind"] == "baseline"
+    assert 0.08 <= row["spent"] <= 0.11
+    assert set(row) >= ROW_FIELDS
+
+
+def test_bench_cli_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", "phishing", "--data", "image_segments", "--limit", "250", "--budget", "0.1",
+            "--seeds", "2", "--combo", "entropy/biqf", "--combo", "margin/split",
+            "--combo", "periodic/threshold", "--no-peers", "--jobs", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = orjson.loads((out / "results.json").read_bytes())
+    assert len(rows) == 2 * 4 * 2  # data sets x (3 combos + random) x seeds
+    for row in rows:
+        assert set(row) >= ROW_FIELDS
+        assert row["spent"] <= row["budget"] * 1.10
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Friedman test" in report
+    assert "Nemenyi" in report
+    assert "streamal bench --data phishing" in report
+    assert (out / "cd_0.1.png").stat().st_size > 1000
+    assert (out / "curve_phishing_0.1.png").stat().st_size > 1000
+    summary = summarise(rows, 0.1)
+    assert summary.baseline == "random / threshold"
+    assert summary.best_streamal in {"entropy / biqf", "margin / split", "periodic / threshold"}
+
+
+def test_bench_cli_refuses_a_bad_combo(capsys):
+    assert main(["bench", "--combo", "margin-biqf", "--no-peers"]) == 2
+    assert "STRATEGY/POLICY" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not peers.available(), reason="the peers extra is not installed")
+@pytest.mark.parametrize("peer", ["river.EntropySampler", "skactiveml.Split"])
+def test_peers_run_under_the_same_protocol(peer):
+    result = peers.simulate_peer(phishing(150), peer, budget=0.2, delay=3, seed=1)
+    assert result.n == 150
+    assert result.strategy == peer
+    assert 0 < result.labels_used <= 0.4 * 150  # (scikit-activeml's Split overspends at first)
+    assert result.accuracy > 0.5
+    assert result.us_per_decision > 0.0
+
+
+def test_an_unknown_peer_is_a_configuration_error():
+    from streamal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown peer"):
+        peers.simulate_peer(phishing(10), "skactiveml.Nope")
