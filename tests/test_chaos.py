@@ -14,7 +14,7 @@ pytestmark = pytest.mark.kafka
 
 
 def test_two_sigkills_lose_nothing_and_learn_every_label_once(tmp_path: Path) -> None:
-    records = load("image_segments", limit=900)
+    records = load("image_segments", limit=1500)
     report = asyncio.run(
         run_chaos(
             records, kills=2, rate=300.0, malformed=12, delay=0.2, seed=7, wait_seconds=90, workdir=tmp_path
@@ -22,7 +22,7 @@ def test_two_sigkills_lose_nothing_and_learn_every_label_once(tmp_path: Path) ->
     )
     assert report.problems == [], report
     assert report.restarts == 2
-    assert report.predicted == report.samples == 900
+    assert report.predicted == report.samples == 1500
     assert report.labels_learned == report.labels_sent > 0
     assert report.label_outcomes["unknown"] == 0
     assert report.dead_lettered >= report.malformed == 12
