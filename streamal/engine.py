@@ -137,8 +137,7 @@ class Engine:
 
     def expire(self) -> int:
         """Drop requests that outlived their time to live (call it now and then)."""
-        n = self.pending.expire()
-        return n
+        return self.pending.expire()
 
     # -- what the outside sees --------------------------------------------------------------------
     @property
