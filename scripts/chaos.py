@@ -69,7 +69,9 @@ class ChaosReport:
 class _Service:
     """`streamal run` as a child process that can be killed and started again."""
 
-    def __init__(self, bootstrap: str, workdir: Path) -> None:
+    def __init__(
+        self, bootstrap: str, workdir: Path, checkpoint_seconds: float, checkpoint_labels: int
+    ) -> None:
         self.port = free_port()
         self.log = workdir / "service.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAL_")}
@@ -81,8 +83,8 @@ class _Service:
                 "STREAMAL_KAFKA__REBALANCE_TIMEOUT_MS": "5000",
                 "STREAMAL_HTTP__PORT": str(self.port),
                 "STREAMAL_CHECKPOINT__DIR": str(workdir / "checkpoints"),
-                "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": "1",
-                "STREAMAL_CHECKPOINT__EVERY_LABELS": "20",
+                "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": str(checkpoint_seconds),
+                "STREAMAL_CHECKPOINT__EVERY_LABELS": str(checkpoint_labels),
             }
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -181,6 +183,9 @@ async def run_chaos(
     seed: int = 0,
     wait_seconds: float = 240.0,
     workdir: Path | None = None,
+    kill_from: float = 0.1,
+    checkpoint_seconds: float = 1.0,
+    checkpoint_labels: int = 20,
 ) -> ChaosReport:
     rng = random.Random(seed)
     report = ChaosReport(kills=kills)
@@ -188,14 +193,14 @@ async def run_chaos(
     started = time.monotonic()
     bad_at = set(rng.sample(range(len(records)), min(malformed // 2, len(records))))
     duration = len(records) / rate
-    # from 30% of the stream on: a crash in the first seconds, before the first checkpoint covers every input
-    # partition, can still lose label requests (an open bug, see docs/security.md)
-    kill_at = sorted(rng.uniform(0.3 * duration, 0.9 * duration) for _ in range(kills))
+    # kills between ``kill_from`` and 90% of the stream: from 10% on by default, which with a short stream
+    # is within the first second of the service's start, before its first periodic checkpoint
+    kill_at = sorted(rng.uniform(kill_from * duration, 0.9 * duration) for _ in range(kills))
     with EmbeddedBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
         options = connection_options(kafka)
         await ensure_topics(kafka, TOPICS, partitions=3)
-        service = _Service(broker.bootstrap_servers, workdir)
+        service = _Service(broker.bootstrap_servers, workdir, checkpoint_seconds, checkpoint_labels)
         service.start()
         stopping = asyncio.Event()
         seen: dict[str, Any] = {"predictions": {}, "label-requests": {}, "dead": set()}
@@ -283,6 +288,19 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.3, help="seconds before the annotator answers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=1.0,
+        help="the service's checkpoint interval (30 by default in production; 1 here so kills land "
+        "between checkpoints)",
+    )
+    parser.add_argument(
+        "--checkpoint-labels", type=int, default=20, help="... and after this many labels (1,000 by default)"
+    )
+    parser.add_argument(
+        "--kill-from", type=float, default=0.1, help="kill between this fraction of the stream and 90%%"
+    )
     args = parser.parse_args()
     records = load(args.data, target=args.target, limit=args.limit)
     report = asyncio.run(
@@ -294,6 +312,9 @@ def main() -> int:
             delay=args.delay,
             seed=args.seed,
             wait_seconds=args.timeout,
+            kill_from=args.kill_from,
+            checkpoint_seconds=args.checkpoint_seconds,
+            checkpoint_labels=args.checkpoint_labels,
         )
     )
     print(json.dumps(asdict(report), indent=2))

@@ -237,27 +237,27 @@ class Service:
             if offset is not None:
                 self._consumer.seek(tp, offset)
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self) -> bool:
         """Snapshot the engine with the offsets it reflects, once everything it caused is delivered.
 
         It runs inside the worker's loop (between batches), so the engine does not change meanwhile; the
-        file is written in a thread.
+        file is written in a thread. Returns whether it was written: it is not while some input partition
+        is neither assigned nor known to the engine (before the first assignment, during a rebalance).
         """
         if self._ckpt_dir is None or self._worker is None:
-            return
+            return False
         await self._worker.drain()
         positions = {t: dict(p) for t, p in self._worker.positions.items()}
         if self._consumer is not None:
-            # the checkpoint must say where to resume every input partition: without all of them assigned
-            # (before the first assignment, during a rebalance) it waits for the next turn
-            expected = {
-                (topic, p)
-                for topic in self._inputs()
-                for p in self._consumer.partitions_for_topic(topic) or ()
-            }
+            expected: set[tuple[str, int]] = set()
+            for topic in self._inputs():
+                partitions = self._consumer.partitions_for_topic(topic)
+                if not partitions:  # its metadata is not known yet: the checkpoint could not cover it
+                    return False
+                expected |= {(topic, p) for p in partitions}
             owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-            if not expected or not expected <= owned | {(t, p) for t, ps in positions.items() for p in ps}:
-                return
+            if not expected <= owned | {(t, p) for t, ps in positions.items() for p in ps}:
+                return False
             # an assigned partition the engine has not read from yet: where it would start reading
             for tp in self._consumer.assignment():
                 if tp.partition not in positions.get(tp.topic, {}):
@@ -265,13 +265,35 @@ class Service:
                         start = await asyncio.wait_for(self._consumer.position(tp), 5)
                     except (KafkaError, TimeoutError) as exc:
                         log.warning("checkpoint postponed: no position for %s: %r", tp, exc)
-                        return
+                        return False
                     positions.setdefault(tp.topic, {})[tp.partition] = start
         created = time.time()
         payload = checkpoint.dumps(checkpoint.Checkpoint(self.engine, positions, created))
         self._last_checkpoint = time.monotonic()
         self._labels_at_checkpoint = self.engine.labels_learned
         await asyncio.to_thread(checkpoint.write, self._ckpt_dir, payload, created, self._ckpt_key)
+        return True
+
+    async def _starting_point(self) -> bool:
+        """Before anything is read: a checkpoint of where this run begins, over every input partition.
+
+        Without it a crash before the first periodic checkpoint would restart from the group's committed
+        offsets with an empty engine: the labels learned and the requests read back before them would be
+        forgotten (their labels then come back ``unknown``). The worker reads nothing, so commits nothing,
+        until this has been written. Returns whether it has (or there are no checkpoints). If it cannot be
+        written (the directory is read-only, the disk full) the service exits with 2.
+        """
+        if self._ckpt_dir is None:
+            return True
+        try:
+            return await self._checkpoint()
+        except (OSError, checkpoint.CheckpointError) as exc:
+            # nothing has been read yet: stop here rather than run without a way back after a crash
+            self.metrics.errors.labels("checkpoint").inc()
+            log.error("cannot write a checkpoint to checkpoint.dir %s: %r; exiting", self._ckpt_dir, exc)
+            self.exit_code = 2
+            self.stop()
+            return False
 
     async def _publish(self, producer: AIOKafkaProducer, force: bool = False) -> None:
         """Learner: send the model to the scorers when it changed, at most once per publish interval."""
@@ -396,6 +418,7 @@ class Service:
                 self.metrics,
                 max_batch_size=s.kafka.max_batch_size,
                 on_batch=self._after_batch,
+                before_start=self._starting_point,
             )
             if self._restored:
                 self._worker.positions = {t: dict(p) for t, p in self._saved_offsets.items()}

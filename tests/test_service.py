@@ -348,3 +348,25 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     assert summary["random_sampling"]["accuracy"] > 0.5
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert b"summary" in done.stdout
+
+
+def test_a_checkpoint_that_cannot_be_written_at_start_stops_the_service_before_it_reads(
+    broker: EmbeddedBroker, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The starting point's checkpoint is what a crash would restart from: without it nothing is read."""
+    from streamal import checkpoint
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write", full_disk)
+    produce(broker.bootstrap_servers, f"{prefix}samples", [(b"s1", b'{"id": "s1", "features": {"x": 1}}')])
+    settings = settings_for(
+        broker.bootstrap_servers, prefix, STREAMAL_CHECKPOINT__DIR=str(tmp_path / "checkpoints")
+    )
+    registry = CollectorRegistry()
+    service = Service(settings, registry)
+    code = asyncio.run(asyncio.wait_for(service.run(), 60))
+    assert code == 2
+    assert _value(registry, "streamal_errors_total", kind="checkpoint") == 1
+    assert _value(registry, "streamal_samples_total") == 0

@@ -10,6 +10,7 @@ output cannot be delivered is not committed: the consumer seeks back to it and p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -65,6 +66,7 @@ class Worker:
         max_in_flight: int = 4,
         drain_seconds: float = 5.0,
         on_batch: Callable[[], Awaitable[None]] | None = None,
+        before_start: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.engine = engine
         self._consumer = consumer
@@ -75,6 +77,7 @@ class Worker:
         self._poll_timeout_ms = poll_timeout_ms
         self._backoff = retry_backoff_seconds
         self._on_batch = on_batch
+        self._before_start = before_start
         self._max_in_flight = max_in_flight
         #: batches produced but not yet acknowledged: (acks, first offsets, next offsets)
         self._in_flight: deque[
@@ -133,6 +136,15 @@ class Worker:
     async def run(self, stopping: asyncio.Event) -> None:
         """Loop until ``stopping`` is set; what is in flight is then delivered and committed."""
         while not stopping.is_set():
+            if self._before_start is not None:
+                # nothing is read (so nothing is committed) until ``before_start`` says so: the service writes
+                # the checkpoint a restart would begin from first
+                self.last_turn = time.monotonic()
+                if not self._consumer.assignment() or not await self._before_start():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), 0.1)
+                    continue
+                self._before_start = None
             if self._holding and self._requests_caught_up():
                 self._holding = False
                 held = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.labels]
