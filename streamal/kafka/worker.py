@@ -87,6 +87,8 @@ class Worker:
         self._to_commit: dict[TopicPartition, int] = {}
         self._commit_task: asyncio.Task[None] | None = None
         self._holding = False
+        self._held_since = 0.0
+        self._held_warned = 0.0
         self._drain_seconds = drain_seconds
         #: False when the last stop could not deliver and commit everything (no checkpoint is written then)
         self.clean_stop = True
@@ -103,11 +105,11 @@ class Worker:
         self.committed: dict[str, dict[int, int]] = {}
 
     def hold_labels(self) -> None:
-        """After a restore: learn no label until the label requests made before the crash are read back.
-
-        Otherwise a label could arrive before the request it answers and be called unknown.
-        """
-        self._holding = True
+        """After a restore or an assignment: learn no label until the label requests are read back to their
+        end, or a label could arrive before the request it answers and be called unknown."""
+        if not self._holding:
+            self._holding = True
+            self._held_since = time.monotonic()
         self._pause_labels()
 
     def _pause_labels(self) -> None:
@@ -116,13 +118,41 @@ class Worker:
             self._consumer.pause(*held)
 
     def on_assigned(self) -> None:
-        """Call after a rebalance: keeps the labels paused while holding."""
-        if self._holding:
-            self._pause_labels()
+        """Call after every assignment: hold the labels again until the label requests are read to their end.
+
+        A label-requests partition this member did not have before may hold requests that the labels now
+        coming in answer: after a restart the partitions the killed member still held in the group come
+        back only when its session expires, and until then its share of the requests is unread.
+        """
+        if any(tp.topic == self._topics.labels for tp in self._consumer.assignment()):
+            self.hold_labels()
+
+    def _warn_if_held_long(self, after: float = 60.0) -> None:
+        """Labels held for over a minute mean this member does not get every label-requests partition (two
+        all-in-one services in one group?): say so, once a minute."""
+        now = time.monotonic()
+        if now - self._held_since < after or now - self._held_warned < after:
+            return
+        if not any(tp.topic == self._topics.labels for tp in self._consumer.assignment()):
+            return
+        self._held_warned = now
+        mine = sorted(
+            tp.partition for tp in self._consumer.assignment() if tp.topic == self._topics.label_requests
+        )
+        log.warning(
+            "labels held for %.0f s: waiting to read every %s partition to its end (assigned here: %s); "
+            "a learner or all-in-one service must be the only member of its group",
+            now - self._held_since,
+            self._topics.label_requests,
+            mine,
+        )
 
     def _requests_caught_up(self) -> bool:
-        parts = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.label_requests]
-        if not parts:
+        """Every partition of ``label-requests`` is assigned here and read up to its last fetched end."""
+        topic = self._topics.label_requests
+        parts = [tp for tp in self._consumer.assignment() if tp.topic == topic]
+        existing = self._consumer.partitions_for_topic(topic)
+        if not parts or not existing or not existing <= {tp.partition for tp in parts}:
             return False
         for tp in parts:
             highwater = self._consumer.highwater(tp)
@@ -145,11 +175,13 @@ class Worker:
                         await asyncio.wait_for(stopping.wait(), 0.1)
                     continue
                 self._before_start = None
-            if self._holding and self._requests_caught_up():
+            if self._holding and not self._requests_caught_up():
+                self._warn_if_held_long()
+            elif self._holding:
                 self._holding = False
                 held = [tp for tp in self._consumer.assignment() if tp.topic == self._topics.labels]
                 self._consumer.resume(*held)
-                log.info("label requests caught up after the restore; learning labels again")
+                log.info("label requests read to their end; learning labels")
             try:
                 if len(self._in_flight) >= self._max_in_flight:
                     # back pressure: no new batch until the oldest one is acknowledged (checked every second,
