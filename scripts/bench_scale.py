@@ -17,26 +17,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from streamal.broker import EmbeddedBroker, free_port
+from streamal.broker import EmbeddedBroker
 from streamal.config import KafkaSettings
 from streamal.datasets import Record, load
 from streamal.http import answers_ok, fetch_json
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.oracle import OracleStats, run_oracle
+from streamal.testing import TOPICS, ServiceProcess, read_back
 
-TOPICS = ["samples", "predictions", "label-requests", "labels", "dead-letters"]
 KEY = "scale-test-key-0123456789abcdef"
 
 
@@ -54,53 +52,18 @@ class ClusterReport:
     throughput: float = 0.0
 
 
-class _Process:
-    def __init__(self, role: str, bootstrap: str, workdir: Path, name: str) -> None:
-        self.role = role
-        self.port = free_port()
-        self.log = workdir / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAL_")}
-        env.update(
-            {
-                "STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-                "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "3000",
-                "STREAMAL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-                "STREAMAL_KAFKA__REBALANCE_TIMEOUT_MS": "5000",
-                "STREAMAL_KAFKA__PARTITIONS": "6",
-                "STREAMAL_HTTP__PORT": str(self.port),
-                "STREAMAL_CHECKPOINT__KEY": KEY,
-                "STREAMAL_CHECKPOINT__PUBLISH_INTERVAL_SECONDS": "0.5",
-                "STREAMAL_LOG_LEVEL": os.environ.get("SCALE_LOG_LEVEL", "INFO"),
-            }
-        )
-        if role == "learner":
-            env["STREAMAL_CHECKPOINT__DIR"] = str(workdir / f"{name}-checkpoints")
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamal", "run", "--role", role],
-                env=env,
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+def _process(role: str, bootstrap: str, workdir: Path, name: str) -> ServiceProcess:
+    env = {
+        "STREAMAL_KAFKA__PARTITIONS": "6",
+        "STREAMAL_CHECKPOINT__KEY": KEY,
+        "STREAMAL_CHECKPOINT__PUBLISH_INTERVAL_SECONDS": "0.5",
+        "STREAMAL_LOG_LEVEL": os.environ.get("SCALE_LOG_LEVEL", "INFO"),
+    }
+    if role == "learner":
+        env["STREAMAL_CHECKPOINT__DIR"] = str(workdir / f"{name}-checkpoints")
+    process = ServiceProcess(bootstrap, workdir / f"{name}.log", env, role=role)
+    process.start()
+    return process
 
 
 async def _produce(options: dict[str, Any], records: list[Record], rate: float | None) -> None:
@@ -121,29 +84,16 @@ async def _produce(options: dict[str, Any], records: list[Record], rate: float |
         await producer.stop()
 
 
-async def _count_ids(
-    options: dict[str, Any], seen: dict[str, set[str]], times: dict[str, float], stopping: asyncio.Event
-) -> None:
-    """The distinct ids on ``predictions`` and ``label-requests``, read from their beginning."""
-    consumer = AIOKafkaConsumer(**options, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.topics()
-        parts = [
-            TopicPartition(topic, p)
-            for topic in seen
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        while not stopping.is_set():
-            for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
-                seen[tp.topic].update(orjson.loads(r.value)["id"] for r in records)
-                if tp.topic == "predictions":
-                    times.setdefault("first", time.monotonic())
-                    times["last"] = time.monotonic()
-    finally:
-        await consumer.stop()
+def _counter(ids: dict[str, set[str]], times: dict[str, float]) -> Callable[[str, ConsumerRecord], None]:
+    """The distinct ids on ``predictions`` and ``label-requests``; when the first and last prediction came."""
+
+    def on_record(topic: str, record: ConsumerRecord) -> None:
+        ids[topic].add(orjson.loads(record.value)["id"])
+        if topic == "predictions":
+            times.setdefault("first", time.monotonic())
+            times["last"] = time.monotonic()
+
+    return on_record
 
 
 async def run_cluster(
@@ -175,16 +125,16 @@ async def run_cluster(
             asyncio.create_task(
                 run_oracle(options, truth, stopping, delay_seconds=delay, stats=stats, ready=oracle_ready)
             ),
-            asyncio.create_task(_count_ids(options, ids, times, stopping)),
+            asyncio.create_task(read_back(options, list(ids), _counter(ids, times), stopping)),
         ]
-        learner = _Process("learner", broker.bootstrap_servers, workdir, "learner")
-        procs: list[_Process] = []
+        learner = _process("learner", broker.bootstrap_servers, workdir, "learner")
+        procs: list[ServiceProcess] = []
         try:
             await asyncio.wait_for(oracle_ready.wait(), 60)
             if preload:
                 await _produce(options, records, None)
             procs = [
-                _Process("scorer", broker.bootstrap_servers, workdir, f"scorer-{i}") for i in range(scorers)
+                _process("scorer", broker.bootstrap_servers, workdir, f"scorer-{i}") for i in range(scorers)
             ]
             deadline = time.monotonic() + 60
             while not all(answers_ok(f"http://127.0.0.1:{p.port}/readyz") for p in [learner, *procs]):

@@ -21,29 +21,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from streamal.broker import EmbeddedBroker, free_port
+from streamal.broker import EmbeddedBroker
 from streamal.config import KafkaSettings
 from streamal.datasets import Record, load
-from streamal.http import fetch_json
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.messages import encode
 from streamal.oracle import OracleStats, run_oracle
+from streamal.testing import TOPICS, ServiceProcess, read_back
 
-TOPICS = ["samples", "predictions", "label-requests", "labels", "dead-letters"]
 BAD_SAMPLES = [b"{oops", b'{"id": "bad", "features": {"x": NaN}}', b'{"features": {}}', b"\xff\xfe", b"[]"]
 BAD_LABELS = [b"{oops", b'{"id": "x"}', b'{"id": "x", "label": 2.5}', b"null"]
 
@@ -66,60 +63,19 @@ class ChaosReport:
     problems: list[str] = field(default_factory=list)
 
 
-class _Service:
-    """`streamal run` as a child process that can be killed and started again."""
-
-    def __init__(
-        self, bootstrap: str, workdir: Path, checkpoint_seconds: float, checkpoint_labels: int
-    ) -> None:
-        self.port = free_port()
-        self.log = workdir / "service.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAL_")}
-        self.env.update(
-            {
-                "STREAMAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-                "STREAMAL_KAFKA__SESSION_TIMEOUT_MS": "3000",
-                "STREAMAL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-                "STREAMAL_KAFKA__REBALANCE_TIMEOUT_MS": "5000",
-                "STREAMAL_HTTP__PORT": str(self.port),
-                "STREAMAL_CHECKPOINT__DIR": str(workdir / "checkpoints"),
-                "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": str(checkpoint_seconds),
-                "STREAMAL_CHECKPOINT__EVERY_LABELS": str(checkpoint_labels),
-            }
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamal", "run"],
-                env=self.env,
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-            )
-        self.starts += 1
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def model(self) -> dict[str, Any] | None:
-        return fetch_json(f"http://127.0.0.1:{self.port}/v1/model")
+def chaos_service(
+    bootstrap: str, workdir: Path, checkpoint_seconds: float = 1.0, checkpoint_labels: int = 20
+) -> ServiceProcess:
+    """The all-in-one service, checkpointing to ``workdir`` (often, so that kills land between them)."""
+    return ServiceProcess(
+        bootstrap,
+        workdir / "service.log",
+        {
+            "STREAMAL_CHECKPOINT__DIR": str(workdir / "checkpoints"),
+            "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": str(checkpoint_seconds),
+            "STREAMAL_CHECKPOINT__EVERY_LABELS": str(checkpoint_labels),
+        },
+    )
 
 
 async def _produce(
@@ -146,32 +102,19 @@ async def _produce(
         await producer.stop()
 
 
-async def _watch(options: dict[str, Any], seen: dict[str, Any], stopping: asyncio.Event) -> None:
-    """Read predictions, label requests and dead letters from the beginning (no consumer group)."""
-    consumer = AIOKafkaConsumer(**options, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.topics()
-        parts = [
-            TopicPartition(t, p)
-            for t in ("predictions", "label-requests", "dead-letters")
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        while not stopping.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            for tp, records in batch.items():
-                for r in records:
-                    if tp.topic == "dead-letters":
-                        headers = dict(r.headers or ())
-                        seen["dead"].add((headers.get("source.topic"), headers.get("source.offset")))
-                    else:
-                        counts = seen[tp.topic]
-                        sample_id = orjson.loads(r.value)["id"]
-                        counts[sample_id] = counts.get(sample_id, 0) + 1
-    finally:
-        await consumer.stop()
+def _watcher(seen: dict[str, Any]) -> Callable[[str, ConsumerRecord], None]:
+    """Count predictions and label requests per id, and dead letters by their source record."""
+
+    def on_record(topic: str, record: ConsumerRecord) -> None:
+        if topic == "dead-letters":
+            headers = dict(record.headers or ())
+            seen["dead"].add((headers.get("source.topic"), headers.get("source.offset")))
+        else:
+            counts = seen[topic]
+            sample_id = orjson.loads(record.value)["id"]
+            counts[sample_id] = counts.get(sample_id, 0) + 1
+
+    return on_record
 
 
 async def run_chaos(
@@ -200,7 +143,7 @@ async def run_chaos(
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
         options = connection_options(kafka)
         await ensure_topics(kafka, TOPICS, partitions=3)
-        service = _Service(broker.bootstrap_servers, workdir, checkpoint_seconds, checkpoint_labels)
+        service = chaos_service(broker.bootstrap_servers, workdir, checkpoint_seconds, checkpoint_labels)
         service.start()
         stopping = asyncio.Event()
         seen: dict[str, Any] = {"predictions": {}, "label-requests": {}, "dead": set()}
@@ -213,7 +156,11 @@ async def run_chaos(
                     options, truth, stopping, delay_seconds=delay, stats=oracle_stats, ready=oracle_ready
                 )
             ),
-            asyncio.create_task(_watch(options, seen, stopping)),
+            asyncio.create_task(
+                read_back(
+                    options, ("predictions", "label-requests", "dead-letters"), _watcher(seen), stopping
+                )
+            ),
         ]
         try:
             await asyncio.wait_for(oracle_ready.wait(), 60)

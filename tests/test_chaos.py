@@ -13,12 +13,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from scripts.chaos import TOPICS, _Service, run_chaos
+from scripts.chaos import chaos_service, run_chaos
 from streamal.broker import EmbeddedBroker
 from streamal.config import KafkaSettings
 from streamal.datasets import load
 from streamal.kafka.client import ensure_topics
 from streamal.messages import encode, label_message
+from streamal.testing import TOPICS
 from tests.kafkatools import produce, read_all
 
 pytestmark = pytest.mark.kafka
@@ -78,7 +79,7 @@ def test_labels_wait_until_every_label_request_partition_is_read(tmp_path: Path)
             "samples",
             [(r.id.encode(), encode({"id": r.id, "features": r.features})) for r in records],
         )
-        service = _Service(bootstrap, tmp_path, checkpoint_seconds=30.0, checkpoint_labels=1000)
+        service = chaos_service(bootstrap, tmp_path, checkpoint_seconds=30.0, checkpoint_labels=1000)
         service.start()
         other = _Member(bootstrap, "streamal", ["samples", "labels", "label-requests"])
         try:
