@@ -11,7 +11,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -21,6 +20,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from streamal import checkpoint
+from streamal.checkpointing import Checkpoints
 from streamal.config import Settings
 from streamal.engine import Engine
 from streamal.errors import BrokerUnavailableError, ConfigError
@@ -162,20 +162,18 @@ class Service:
         self._worker: Worker | None = None
         self._consumer: AIOKafkaConsumer | None = None
         ckpt = settings.checkpoint
-        # a scorer keeps no state worth a checkpoint: it is at least once through its commits
-        self._ckpt_dir: Path | None = ckpt.dir if role != "scorer" else None
         if ckpt.key is not None:
-            self._ckpt_key = ckpt.key.get_secret_value().encode()
+            key = ckpt.key.get_secret_value().encode()
         else:
-            self._ckpt_key = checkpoint.key_for(ckpt.dir, None) if ckpt.dir else b""
+            key = checkpoint.key_for(ckpt.dir, None) if ckpt.dir else b""
+        # a scorer keeps no state worth a checkpoint: it is at least once through its commits
+        self.checkpoints = Checkpoints(
+            ckpt.dir if role != "scorer" else None, key, ckpt.interval_seconds, ckpt.every_labels
+        )
         self.revoked_at: float | None = None
         self._follower: ModelFollower | None = None
         self._published_version = -1
         self._last_publish = 0.0
-        self._last_checkpoint = time.monotonic()
-        self._labels_at_checkpoint = 0
-        self._restored = False
-        self._saved_offsets: dict[str, dict[int, int]] = {}
         self.broker_up = True
         self.exit_code = 0
         self._producer: AIOKafkaProducer | None = None
@@ -205,21 +203,10 @@ class Service:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _restore(self) -> None:
-        if self._ckpt_dir is None:
-            return
-        saved = checkpoint.load(self._ckpt_dir, self._ckpt_key)
-        if saved is None:
-            return
-        self.engine = saved.engine
-        self.metrics.model_version.set(self.engine.model_version)
-        self._saved_offsets = saved.offsets
-        self._restored = True
-        log.info(
-            "restored checkpoint: model version %d, %d labels learned, %d requests pending",
-            self.engine.model_version,
-            self.engine.labels_learned,
-            len(self.engine.pending),
-        )
+        engine = self.checkpoints.restore()
+        if engine is not None:
+            self.engine = engine
+            self.metrics.model_version.set(engine.model_version)
 
     def resume_where_the_engine_is(self, assigned: list[TopicPartition]) -> None:
         """After an assignment, read each partition from where the engine's state ends.
@@ -231,48 +218,16 @@ class Service:
         """
         if self._consumer is None:
             return
-        known = self._worker.positions if self._worker is not None else self._saved_offsets
+        known = self._worker.positions if self._worker is not None else self.checkpoints.restored_offsets
         for tp in assigned:
             offset = known.get(tp.topic, {}).get(tp.partition)
             if offset is not None:
                 self._consumer.seek(tp, offset)
 
     async def _checkpoint(self) -> bool:
-        """Snapshot the engine with the offsets it reflects, once everything it caused is delivered.
-
-        It runs inside the worker's loop (between batches), so the engine does not change meanwhile; the
-        file is written in a thread. Returns whether it was written: it is not while some input partition
-        is neither assigned nor known to the engine (before the first assignment, during a rebalance).
-        """
-        if self._ckpt_dir is None or self._worker is None:
+        if self._worker is None:
             return False
-        await self._worker.drain()
-        positions = {t: dict(p) for t, p in self._worker.positions.items()}
-        if self._consumer is not None:
-            expected: set[tuple[str, int]] = set()
-            for topic in self._inputs():
-                partitions = self._consumer.partitions_for_topic(topic)
-                if not partitions:  # its metadata is not known yet: the checkpoint could not cover it
-                    return False
-                expected |= {(topic, p) for p in partitions}
-            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-            if not expected <= owned | {(t, p) for t, ps in positions.items() for p in ps}:
-                return False
-            # an assigned partition the engine has not read from yet: where it would start reading
-            for tp in self._consumer.assignment():
-                if tp.partition not in positions.get(tp.topic, {}):
-                    try:
-                        start = await asyncio.wait_for(self._consumer.position(tp), 5)
-                    except (KafkaError, TimeoutError) as exc:
-                        log.warning("checkpoint postponed: no position for %s: %r", tp, exc)
-                        return False
-                    positions.setdefault(tp.topic, {})[tp.partition] = start
-        created = time.time()
-        payload = checkpoint.dumps(checkpoint.Checkpoint(self.engine, positions, created))
-        self._last_checkpoint = time.monotonic()
-        self._labels_at_checkpoint = self.engine.labels_learned
-        await asyncio.to_thread(checkpoint.write, self._ckpt_dir, payload, created, self._ckpt_key)
-        return True
+        return await self.checkpoints.write(self.engine, self._worker, self._consumer, self._inputs())
 
     async def _starting_point(self) -> bool:
         """Before anything is read: a checkpoint of where this run begins, over every input partition.
@@ -283,14 +238,16 @@ class Service:
         until this has been written. Returns whether it has (or there are no checkpoints). If it cannot be
         written (the directory is read-only, the disk full) the service exits with 2.
         """
-        if self._ckpt_dir is None:
+        if self.checkpoints.directory is None:
             return True
         try:
             return await self._checkpoint()
         except (OSError, checkpoint.CheckpointError) as exc:
             # nothing has been read yet: stop here rather than run without a way back after a crash
             self.metrics.errors.labels("checkpoint").inc()
-            log.error("cannot write a checkpoint to checkpoint.dir %s: %r; exiting", self._ckpt_dir, exc)
+            log.error(
+                "cannot write a checkpoint to checkpoint.dir %s: %r; exiting", self.checkpoints.directory, exc
+            )
             self.exit_code = 2
             self.stop()
             return False
@@ -305,7 +262,9 @@ class Service:
             return
         self._last_publish = time.monotonic()
         try:
-            size = await publish(producer, self.topics.models, self.engine.model, version, self._ckpt_key)
+            size = await publish(
+                producer, self.topics.models, self.engine.model, version, self.checkpoints.key
+            )
         except KafkaError as exc:
             self.metrics.errors.labels("snapshot").inc()
             log.warning("could not publish model version %d: %r", version, exc)
@@ -324,12 +283,7 @@ class Service:
     async def _after_batch(self) -> None:
         if self.role == "learner" and self._producer is not None:
             await self._publish(self._producer)
-        ckpt = self.settings.checkpoint
-        due = (
-            time.monotonic() - self._last_checkpoint >= ckpt.interval_seconds
-            or self.engine.labels_learned - self._labels_at_checkpoint >= ckpt.every_labels
-        )
-        if self._ckpt_dir is not None and due:
+        if self.checkpoints.due(self.engine):
             try:
                 await self._checkpoint()
             except (OSError, checkpoint.CheckpointError) as exc:
@@ -407,7 +361,11 @@ class Service:
                 )
                 await follower_consumer.start()
                 self._follower = ModelFollower(
-                    follower_consumer, self.topics.models, self._ckpt_key, self._apply_snapshot, self.metrics
+                    follower_consumer,
+                    self.topics.models,
+                    self.checkpoints.key,
+                    self._apply_snapshot,
+                    self.metrics,
                 )
                 following = asyncio.create_task(self._follower.run(self._stopping))
             self._worker = Worker(
@@ -420,8 +378,8 @@ class Service:
                 on_batch=self._after_batch,
                 before_start=self._starting_point,
             )
-            if self._restored:
-                self._worker.positions = {t: dict(p) for t, p in self._saved_offsets.items()}
+            if self.checkpoints.restored:
+                self._worker.positions = {t: dict(p) for t, p in self.checkpoints.restored_offsets.items()}
                 self._worker.hold_labels()
             admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)
             await admin.start()
