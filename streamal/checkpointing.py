@@ -42,18 +42,24 @@ class Checkpoints:
         #: the offsets of the checkpoint restored at start (empty if none was)
         self.restored_offsets: dict[str, dict[int, int]] = {}
         self.restored = False
+        self._restored_at: float | None = None
         self._last = time.monotonic()
         self._labels_at_last = 0
 
-    def restore(self) -> Engine | None:
-        """The engine of the newest valid checkpoint, or None; a tampered one raises CheckpointError."""
+    def restore(self, only_newer: bool = False) -> Engine | None:
+        """The engine of the newest valid checkpoint, or None; a tampered one raises CheckpointError.
+
+        ``only_newer``: None as well if it is the one restored before (a standby learner asks again when it
+        takes over, to continue from the checkpoint the learner it replaces wrote meanwhile).
+        """
         if self.directory is None:
             return None
         saved = checkpoint.load(self.directory, self.key)
-        if saved is None:
+        if saved is None or (only_newer and saved.created_at == self._restored_at):
             return None
         self.restored_offsets = saved.offsets
         self.restored = True
+        self._restored_at = saved.created_at
         engine: Engine = saved.engine
         log.info(
             "restored checkpoint: model version %d, %d labels learned, %d requests pending",
@@ -105,4 +111,5 @@ class Checkpoints:
         self._last = time.monotonic()
         self._labels_at_last = engine.labels_learned
         await asyncio.to_thread(checkpoint.write, self.directory, payload, created, self.key)
+        self._restored_at = created  # our own: nothing to restore from it later
         return True

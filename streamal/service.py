@@ -175,6 +175,8 @@ class Service:
         self._published_version = -1
         self._last_publish = 0.0
         self.broker_up = True
+        #: the worker is past its starting point (a standby learner never gets there)
+        self._reading = False
         self.exit_code = 0
         self._producer: AIOKafkaProducer | None = None
         self._verify_cluster = False
@@ -208,6 +210,18 @@ class Service:
             self.engine = engine
             self.metrics.model_version.set(engine.model_version)
 
+    def _restore_newer(self) -> None:
+        """A standby learner takes over: continue from the checkpoint the learner it replaces wrote since this
+        one started (the learners of a deployment share ``checkpoint.dir``), not from nothing."""
+        engine = self.checkpoints.restore(only_newer=True)
+        if engine is None or self._worker is None:
+            return
+        self.engine = engine
+        self.metrics.model_version.set(engine.model_version)
+        self._worker.replace_engine(engine, self.checkpoints.restored_offsets)
+        if self._consumer is not None:
+            self.resume_where_the_engine_is(list(self._consumer.assignment()))
+
     def resume_where_the_engine_is(self, assigned: list[TopicPartition]) -> None:
         """After an assignment, read each partition from where the engine's state ends.
 
@@ -239,9 +253,12 @@ class Service:
         written (the directory is read-only, the disk full) the service exits with 2.
         """
         if self.checkpoints.directory is None:
+            self._reading = True
             return True
         try:
-            return await self._checkpoint()
+            self._restore_newer()
+            self._reading = await self._checkpoint()
+            return self._reading
         except (OSError, checkpoint.CheckpointError) as exc:
             # nothing has been read yet: stop here rather than run without a way back after a crash
             self.metrics.errors.labels("checkpoint").inc()
@@ -338,7 +355,7 @@ class Service:
                 group_id=f"{s.kafka.group_id}-learner" if self.role == "learner" else s.kafka.group_id,
                 group_instance_id=s.kafka.group_instance_id,
                 partition_assignment_strategy=(
-                    (SingleActiveAssignor,) if self.role == "learner" else (RoundRobinPartitionAssignor,)
+                    (SingleActiveAssignor(),) if self.role == "learner" else (RoundRobinPartitionAssignor,)
                 ),
                 enable_auto_commit=False,
                 auto_offset_reset=s.kafka.auto_offset_reset,
@@ -399,9 +416,11 @@ class Service:
             if self._follower is not None:
                 await asyncio.wait_for(following, 5)
                 await _close(follower_consumer)
-            if self.role == "learner" and self._worker.clean_stop:
+            # a standby learner that never read anything publishes and checkpoints nothing: its engine is
+            # older than the active learner's
+            if self.role == "learner" and self._worker.clean_stop and self._reading:
                 await self._publish(producer, force=True)
-            if self._worker.clean_stop and self.exit_code == 0:
+            if self._worker.clean_stop and self.exit_code == 0 and self._reading:
                 await self._checkpoint()
         finally:
             self._stopping.set()

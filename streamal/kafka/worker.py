@@ -104,6 +104,14 @@ class Worker:
         #: topic -> partition -> the last offset committed
         self.committed: dict[str, dict[int, int]] = {}
 
+    def replace_engine(self, engine: Engine, positions: dict[str, dict[int, int]]) -> None:
+        """Continue from another engine (a checkpoint restored late) and the positions it reflects; call it
+        before the first batch. Labels are held until the label requests are read back."""
+        self.engine = engine
+        self.positions = {t: dict(p) for t, p in positions.items()}
+        self._dropped = {"evicted": engine.pending.evicted, "timed_out": engine.pending.timed_out}
+        self.hold_labels()
+
     def hold_labels(self) -> None:
         """After a restore or an assignment: learn no label until the label requests are read back to their
         end, or a label could arrive before the request it answers and be called unknown."""
