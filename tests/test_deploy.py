@@ -585,3 +585,102 @@ def test_keda_scales_on_the_lag_of_the_samples_topic_only_never_beyond_one_all_i
     # all-in-one: exactly one replica until the scale-out roles exist, and never more than partitions
     assert scaled["minReplicaCount"] == scaled["maxReplicaCount"] == 1
     assert scaled["maxReplicaCount"] <= settings.kafka.partitions
+
+
+# -- Kubernetes, scaled out ----------------------------------------------------------------------------------
+SCALE_OUT = K8S / "scale-out"
+
+
+def scale_out() -> dict[str, dict[str, Any]]:
+    """metadata.name -> resource, of every manifest in deploy/k8s/scale-out."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(SCALE_OUT.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        (doc,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        key = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert key not in out, key
+        out[key] = doc
+    return out
+
+
+def _role_container(workload: dict[str, Any]) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_the_scale_out_kustomization_lists_every_manifest_and_runs_both_roles(tmp_path: Path) -> None:
+    kustomization = yaml.safe_load((SCALE_OUT / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {p.name for p in SCALE_OUT.glob("*.yaml")} - {
+        "kustomization.yaml"
+    }
+    resources = scale_out()
+    learner = resources["StatefulSet/streamal-learner"]
+    scorer = resources["Deployment/streamal-scorer"]
+    assert _role_container(learner)["args"] == ["run", "--role", "learner"]
+    assert _role_container(scorer)["args"] == ["run", "--role", "scorer"]
+    assert learner["spec"]["replicas"] == 2  # one active, one standby
+    path = tmp_path / "config.yaml"
+    path.write_text(resources["ConfigMap/streamal-config"]["data"]["config.yaml"])
+    for workload in (learner, scorer):
+        container = _role_container(workload)
+        env = {e["name"]: e for e in container["env"]}
+        # the roles refuse to start without the key: it must come from the Secret, and not be optional
+        key = env["STREAMAL_CHECKPOINT__KEY"]["valueFrom"]["secretKeyRef"]
+        assert key["name"] == "streamal-secrets"
+        assert not key.get("optional", False)
+        assert Path(env["STREAMAL_CONFIG"]["value"]).parent == Path(
+            next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config")
+        )
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in workload["spec"]["selector"]["matchLabels"].items())
+        # the Service (the alert rules' job) and the disruption budget select both roles
+        assert all(labels.get(k) == v for k, v in resources["Service/streamal"]["spec"]["selector"].items())
+        pdb = resources["PodDisruptionBudget/streamal"]["spec"]["selector"]["matchLabels"]
+        assert all(labels.get(k) == v for k, v in pdb.items())
+    settings = load_settings(path, env={"STREAMAL_CHECKPOINT__KEY": "from-a-secret"})
+    assert settings.checkpoint.dir is not None
+
+
+def test_the_learners_share_one_read_write_many_volume_for_their_checkpoints(tmp_path: Path) -> None:
+    resources = scale_out()
+    learner = resources["StatefulSet/streamal-learner"]
+    assert "volumeClaimTemplates" not in learner["spec"]  # one volume per pod would strand the standby
+    volumes = {v["name"]: v for v in learner["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in _role_container(learner)["volumeMounts"]}
+    claims = {
+        n: v["persistentVolumeClaim"]["claimName"] for n, v in volumes.items() if "persistentVolumeClaim" in v
+    }
+    (volume, claim) = next(iter(claims.items()))
+    assert "ReadWriteMany" in resources[f"PersistentVolumeClaim/{claim}"]["spec"]["accessModes"]
+    path = tmp_path / "config.yaml"
+    path.write_text(resources["ConfigMap/streamal-config"]["data"]["config.yaml"])
+    settings = load_settings(path, env={"STREAMAL_CHECKPOINT__KEY": "from-a-secret"})
+    assert str(settings.checkpoint.dir).startswith(mounts[volume])
+    # scorers keep no checkpoints: no volume but their scratch space
+    scorer = resources["Deployment/streamal-scorer"]
+    assert all("persistentVolumeClaim" not in v for v in scorer["spec"]["template"]["spec"]["volumes"])
+
+
+def test_keda_scales_the_scorers_on_the_samples_lag_never_beyond_the_partitions(tmp_path: Path) -> None:
+    resources = scale_out()
+    path = tmp_path / "config.yaml"
+    path.write_text(resources["ConfigMap/streamal-config"]["data"]["config.yaml"])
+    settings = load_settings(path, env={"STREAMAL_CHECKPOINT__KEY": "from-a-secret"})
+    (scaled,) = [r["spec"] for k, r in resources.items() if k.startswith("ScaledObject/")]
+    target = scaled["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "streamal-scorer")
+    (trigger,) = scaled["triggers"]
+    meta = trigger["metadata"]
+    assert meta["topic"] == settings.topics.samples
+    assert meta["consumerGroup"] == settings.kafka.group_id  # the scorers' group (the learners' has a suffix)
+    assert meta["bootstrapServers"] == settings.kafka.bootstrap_servers
+    assert meta["allowIdleConsumers"] == "false"
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= settings.kafka.partitions
+    monitor = resources["ServiceMonitor/streamal"]["spec"]
+    service = resources["Service/streamal"]
+    assert all(
+        service["metadata"]["labels"].get(k) == v for k, v in monitor["selector"]["matchLabels"].items()
+    )
