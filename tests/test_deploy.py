@@ -684,3 +684,20 @@ def test_keda_scales_the_scorers_on_the_samples_lag_never_beyond_the_partitions(
     assert all(
         service["metadata"]["labels"].get(k) == v for k, v in monitor["selector"]["matchLabels"].items()
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in [*K8S.glob("*.yaml"), *SCALE_OUT.glob("*.yaml")] if p.name != "kustomization.yaml"),
+    ids=lambda p: str(p.relative_to(K8S)),
+)
+def test_every_kubernetes_manifest_validates_against_the_api_schema(path: Path) -> None:
+    """Strict: an unknown or misspelt field fails. The custom resources (KEDA, the Prometheus Operator) have
+    no schema in kubernetes-validate; their fields are checked by the tests above."""
+    import kubernetes_validate
+
+    (doc,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    try:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        assert doc["kind"] in {"ScaledObject", "ServiceMonitor", "PrometheusRule"}, doc["kind"]
