@@ -339,3 +339,31 @@ def test_recorded_message_round_trip(message):
 def test_recorded_message_round_trip_on_arbitrary_bytes(key, value, headers):
     message = RecordedMessage("t", 0, 9, 1, key, value, headers)
     assert RecordedMessage.from_json(message.to_json()) == message
+
+
+def test_a_standby_restores_only_a_checkpoint_newer_than_the_one_it_has(tmp_path: Path) -> None:
+    from streamal.checkpointing import Checkpoints
+
+    key = b"k" * 32
+
+    def engine_with(labels: int) -> Engine:
+        engine = Engine(build_model("knn"), Entropy(), VariableUncertainty(budget=0.5))
+        for i in range(labels):
+            engine.score([Sample(id=f"s{i}", features={"x": float(i)})])
+            engine.learn(Label(id=f"s{i}", label=i % 2))
+        return engine
+
+    active = Checkpoints(tmp_path, key, interval_seconds=30, every_labels=1000)
+    standby = Checkpoints(tmp_path, key, interval_seconds=30, every_labels=1000)
+    assert standby.restore() is None  # nothing written yet
+    checkpoint.save(tmp_path, Checkpoint(engine_with(1), {"labels": {0: 1}}, created_at=1.0), key)
+    first = standby.restore()
+    assert first is not None
+    assert first.labels_learned == 1
+    assert standby.restore(only_newer=True) is None  # the same one again
+    checkpoint.save(tmp_path, Checkpoint(engine_with(3), {"labels": {0: 3}}, created_at=2.0), key)
+    newer = standby.restore(only_newer=True)
+    assert newer is not None
+    assert newer.labels_learned == 3
+    assert standby.restored_offsets == {"labels": {0: 3}}
+    assert active.restore(only_newer=True) is not None  # it never restored: anything is newer
