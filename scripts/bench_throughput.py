@@ -7,12 +7,14 @@ they produced:
 * bare loop (per-record send): consume → orjson decode → ``producer.send`` per record → await acks → commit;
 * bare loop (record batches): the same, with one ``send_batch`` per partition, as streamal does;
 * ``streamal run`` (a child process, defaults: kNN, least confidence, threshold) at budget 0.1, with an
-  oracle answering every label request at once, so the model learns while it scores.
+  oracle answering every label request at once, so the model learns while it scores. ``--model`` names
+  another model (``STREAMAL_MODEL__NAME``), e.g. ``torch_mlp``: each fetched batch is then scored in one
+  forward pass, and the labels that arrive together are learned together.
 
 It prints messages per second for each and the ratio streamal / fastest bare loop. The machine is shared
 and noisy: compare ratios from one run, not absolute numbers across runs.
 
-    .venv/bin/python scripts/bench_throughput.py [--samples 100000]
+    .venv/bin/python scripts/bench_throughput.py [--samples 100000] [--model torch_mlp]
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def _scrape(port: int, name: str) -> float | None:
 
 
 async def _streamal(
-    bootstrap: str, options: dict[str, Any], n: int, truth: dict[str, Any]
+    bootstrap: str, options: dict[str, Any], n: int, truth: dict[str, Any], model: str | None
 ) -> dict[str, float]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAL_")}
@@ -139,6 +141,8 @@ async def _streamal(
             "STREAMAL_CHECKPOINT__DIR": tempfile.mkdtemp(prefix="streamal-bench-"),
         }
     )
+    if model:
+        env["STREAMAL_MODEL__NAME"] = model
     stopping = asyncio.Event()
     stats = OracleStats()
     ready = asyncio.Event()
@@ -176,7 +180,7 @@ async def _streamal(
         await oracle
 
 
-async def main(n: int) -> None:
+async def main(n: int, model: str | None) -> None:
     records = load("shuttle")
     payloads, truth = [], {}
     for i in range(n):
@@ -218,9 +222,10 @@ async def main(n: int) -> None:
         for name, run in runs:
             rates[name] = await run()
             print(f"{name:32s} {rates[name]:10,.0f} messages/s", flush=True)
-        result = await _streamal(broker.bootstrap_servers, options, n, truth)
+        result = await _streamal(broker.bootstrap_servers, options, n, truth, model)
+        label = f"streamal run ({model or 'knn'}, budget 0.1)"
         print(
-            f"{'streamal run (budget 0.1)':32s} {result['rate']:10,.0f} messages/s "
+            f"{label:32s} {result['rate']:10,.0f} messages/s "
             f"({result['requests']:.0f} label requests, {result['learned']:.0f} labels learned)"
         )
         best = max(rates.values())
@@ -234,4 +239,6 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--samples", type=int, default=100_000)
-    asyncio.run(main(parser.parse_args().samples))
+    parser.add_argument("--model", help="the service's model.name (default: the service's default, knn)")
+    args = parser.parse_args()
+    asyncio.run(main(args.samples, args.model))

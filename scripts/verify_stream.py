@@ -1,7 +1,8 @@
 """Acceptance check: a labelled stream of yours through `streamal run`, driven by an independent client.
 
-It starts the embedded broker and `streamal run` (defaults, except bootstrap servers, budget, HTTP port and
-checkpoint dir), then, with confluent-kafka (librdkafka, not our aiokafka code):
+It starts the embedded broker and `streamal run` (defaults, except bootstrap servers, budget, HTTP port,
+checkpoint dir and, with ``--model`` and ``--model-params``, ``STREAMAL_MODEL__NAME`` and ``__PARAMS``),
+then, with confluent-kafka (librdkafka, not our aiokafka code):
 
 * produces every row of ``--data`` to ``samples`` in file order, with ``--malformed`` broken samples and
   broken labels mixed in;
@@ -13,7 +14,8 @@ accuracy over the whole stream and over its last third (predictions against the 
 order), ``labels_learned`` from ``/v1/model`` against the labels sent, and dead letters against the
 malformed messages mixed in.
 
-    .venv/bin/python scripts/verify_stream.py --data my_stream.csv --target label [--budget 0.1]
+    .venv/bin/python scripts/verify_stream.py --data my_stream.csv --target label [--budget 0.1] \\
+        [--model torch_mlp]
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="samples per second produced")
     parser.add_argument("--malformed", type=int, default=20, help="broken samples and labels mixed in")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--model", help="the service's model.name (STREAMAL_MODEL__NAME; default: knn)")
+    parser.add_argument("--model-params", help="the model's parameters as JSON, e.g. '{\"steps\": 8}'")
     args = parser.parse_args()
 
     records = load(args.data, target=args.target)
@@ -80,6 +84,10 @@ def main() -> int:
                 "STREAMAL_CHECKPOINT__DIR": tempfile.mkdtemp(prefix="streamal-verify-"),
             }
         )
+        if args.model:
+            env["STREAMAL_MODEL__NAME"] = args.model
+        if args.model_params:
+            env["STREAMAL_MODEL__PARAMS"] = args.model_params
         log = tempfile.NamedTemporaryFile(prefix="streamal-verify-", suffix=".log", delete=False)  # noqa: SIM115
         service = subprocess.Popen([sys.executable, "-m", "streamal", "run"], env=env, stdout=log, stderr=log)
         producer = Producer({"bootstrap.servers": bs, "linger.ms": 5})
@@ -173,7 +181,10 @@ def main() -> int:
     n = len(records)
     third = [hits[j] for j in range(2 * n // 3, n) if j in hits]
     asked = model["label_requests"]
-    print(f"stream: {args.data} ({n} samples, {len(set(truth.values()))} classes), budget {args.budget}")
+    print(
+        f"stream: {args.data} ({n} samples, {len(set(truth.values()))} classes), budget {args.budget}, "
+        f"model {model['model']}"
+    )
     print(
         f"samples with a prediction: {len(predictions)} of {n} "
         f"(repeated predictions: {sum(c - 1 for c in predictions.values())})"

@@ -27,6 +27,7 @@ from streamal.messages import ClassLabel, Features, Label, Proba, Sample
 from streamal.models.base import Model
 from streamal.pending import LabelOutcome, PendingRequest, PendingRequests
 from streamal.policies.base import Policy
+from streamal.selection import Selector
 from streamal.strategies.base import Strategy
 
 
@@ -49,6 +50,9 @@ class Engine:
     #: seconds spent in the strategy and the policy (not the model): the per-decision overhead. A class
     #: attribute as well, so that an engine restored from an older checkpoint starts it at zero.
     decision_seconds: float = 0.0
+    #: the windowed batch selector, if any (see :meth:`take_requests`); a class attribute as well, for
+    #: engines restored from older checkpoints
+    selector: Selector | None = None
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         accuracy_window: int = 1000,
+        selector: Selector | None = None,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -73,11 +78,28 @@ class Engine:
         self._hits: deque[bool] = deque(maxlen=accuracy_window)
         self.correct_total = 0
         self.decision_seconds = 0.0
+        self.selector = selector
+        #: the decisions of the window still open (selector only): part of the pickled state
+        self._window: list[Decision] = []
+        #: label requests decided when a window closed, not yet taken by :meth:`take_requests`
+        self._requests: list[Decision] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_window", [])  # an engine pickled before windows existed
+        self.__dict__.setdefault("_requests", [])
 
     # -- samples ----------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample]) -> list[Decision]:
-        """Score a batch with the current model, then decide each sample in order."""
+        """Score a batch with the current model, then decide each sample in order.
+
+        With a selector, every decision of the batch says ``queried=False``: which samples of a window are
+        asked for is decided when the window fills, and those requests come from :meth:`take_requests`.
+        """
         if not samples:
+            # a poll without samples (a learner's) still ends a batch of labels: a model that learns the
+            # labels of a batch together (the torch models) does so now; any other has nothing to do
+            self.model.predict_proba_many([])
             return []
         xs = [s.features for s in samples]
         probas = self.model.predict_proba_many(xs)
@@ -89,7 +111,9 @@ class Engine:
         policy = self.policy
         started = perf_counter()
         utilities = self.strategy.utilities(xs, probas)
-        if policy.uses_prediction:
+        if self.selector is not None:
+            asks = [False] * len(samples)
+        elif policy.uses_prediction:
             asks = list(map(policy.decide_with, utilities, predictions))
         else:
             asks = list(map(policy.decide, utilities))
@@ -104,7 +128,54 @@ class Engine:
             out.append(Decision(sample, prediction, proba, uncertainty, utility, queried, version, now))
         self.samples_scored += len(samples)
         self.requests_made += sum(asks)
+        if self.selector is not None:
+            started = perf_counter()
+            for decision in out:
+                self._window.append(decision)
+                if len(self._window) >= self.selector.window:
+                    self._close_window(self.selector)
+            self.decision_seconds += perf_counter() - started
         return out
+
+    def _close_window(self, selector: Selector) -> None:
+        """Pick ``round(budget * window)`` samples of the full window; the policy still gates every
+        request, so the spending stays under its one budget estimate (and its floor still holds).
+
+        The policy is shown the window's samples with utility 1 for a pick and 0 for the others, the picks
+        spread evenly over the window from its first slot on (as a stream spending its budget evenly would
+        show them): a pick is refused only when the estimate is over the budget, another sample asked only
+        when it is under the policy's least spending."""
+        window, self._window = self._window, []
+        now = self._clock()
+        n = len(window)
+        k = round(self.policy.budget * n)
+        picks = selector.select([d.sample.features for d in window], [d.proba for d in window], k)
+        chosen = set(picks)
+        slots = {j * n // len(picks) for j in range(len(picks))}
+        next_pick, next_other = iter(picks), (i for i in range(n) if i not in chosen)
+        policy = self.policy
+        for slot in range(n):
+            i = next(next_pick) if slot in slots else next(next_other)
+            d = window[i]
+            utility = 1.0 if i in chosen else 0.0
+            ask = (
+                policy.decide_with(utility, d.prediction)
+                if policy.uses_prediction
+                else policy.decide(utility)
+            )
+            if ask:
+                self.pending.add(
+                    d.sample.id, PendingRequest(d.sample.features, d.prediction, d.model_version, now)
+                )
+                self._requests.append(d._replace(queried=True, ts=now))
+                self.requests_made += 1
+
+    def take_requests(self) -> list[Decision]:
+        """The label requests decided since the last call for samples scored before (windowed selection
+        only; always empty without a selector): publish each as its sample's label request. ``ts`` is when
+        the window closed (the request's time), ``model_version`` and ``proba`` those it was scored with."""
+        requests, self._requests = self._requests, []
+        return requests
 
     def register_request(
         self,
@@ -131,6 +202,8 @@ class Engine:
             self.model.learn_one(request.features, label.label)
             self.strategy.observe_label(request.features, label.label)
             self.policy.observe_label(label.label)
+            if self.selector is not None:
+                self.selector.observe_label(request.features)
             self.model_version += 1
             self.labels_learned += 1
         return outcome

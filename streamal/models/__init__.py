@@ -31,6 +31,22 @@ def _committee(**params: Any) -> Any:
     return CommitteeModel(**params)
 
 
+def _torch(name: str, **defaults: Any) -> Callable[..., Any]:
+    """A factory of :class:`~streamal.models.torch_mlp.TorchMLP` with ``defaults``; torch is imported
+    only when such a model is built (it is an optional extra: ``pip install 'streamal[torch]'``)."""
+
+    def build(**params: Any) -> Any:
+        try:
+            from streamal.models.torch_mlp import TorchMLP
+        except ImportError as exc:
+            raise ConfigError(
+                f"model.name: {name} needs torch; install it with pip install 'streamal[torch]' ({exc})"
+            ) from None
+        return TorchMLP(**{**defaults, **params, "name": name})
+
+    return build
+
+
 def _gaussian_nb(**params: Any) -> Any:
     from river import naive_bayes
 
@@ -57,6 +73,9 @@ MODELS: dict[str, Callable[..., Any]] = {
     "gaussian_nb": _gaussian_nb,
     "softmax": _softmax,
     "hoeffding_tree": _hoeffding_tree,
+    "torch_mlp": _torch("torch_mlp"),
+    "torch_mc_dropout": _torch("torch_mc_dropout", dropout=0.2, mc_passes=10),
+    "torch_ensemble": _torch("torch_ensemble", members=5),
 }
 
 

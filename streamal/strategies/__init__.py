@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streamal.errors import ConfigError
+from streamal.strategies.bald import BALD
 from streamal.strategies.base import Strategy
 from streamal.strategies.committee import KLDivergence, VoteEntropy
 from streamal.strategies.density import DensityWeighted
@@ -13,6 +14,8 @@ from streamal.strategies.random import RandomStrategy
 from streamal.strategies.uncertainty import Entropy, LeastConfidence, Margin
 
 __all__ = [
+    "BALD",
+    "NEEDS_COMMITTEE",
     "STRATEGIES",
     "DensityWeighted",
     "Diversity",
@@ -41,12 +44,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
         DensityWeighted,
         Diversity,
         PeriodicSampling,
+        BALD,
     )
 }
 
-#: strategies that read the members of a committee model (``model.name: committee``); with any other
-#: model they fall back to the entropy of its probabilities
-NEEDS_COMMITTEE = frozenset({VoteEntropy.name, KLDivergence.name})
+#: strategies that read the members of a committee model (``committee``, ``torch_mc_dropout``,
+#: ``torch_ensemble``); with any other model they fall back to the entropy of its probabilities
+NEEDS_COMMITTEE = frozenset({VoteEntropy.name, KLDivergence.name, BALD.name})
 
 
 def build_strategy(name: str, seed: int | None = None) -> Strategy:
