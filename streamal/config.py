@@ -137,7 +137,9 @@ class TopicSettings(_Section):
 
 class ModelSettings(_Section):
     name: str = Field(
-        "knn", description="knn, gaussian_nb, softmax, hoeffding_tree, or river:<module>.<Class>."
+        "knn",
+        description="knn, committee, gaussian_nb, softmax, hoeffding_tree, torch_mlp, torch_mc_dropout, "
+        "torch_ensemble (the torch ones need `pip install 'streamal[torch]'`), or river:<module>.<Class>.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the model.")
 
@@ -145,6 +147,12 @@ class ModelSettings(_Section):
 class StrategySettings(_Section):
     name: str = Field("least_confidence", description="Query strategy: one of the strategies listed below.")
     seed: int | None = Field(0, description="Seed of the strategy's random numbers (null: from the OS).")
+    selector: Literal["kcenter", "badge"] | None = Field(
+        None,
+        description="Windowed batch selection for bursty streams: collect `window` samples, ask for "
+        "round(budget x window) of them chosen by k-center greedy or BADGE (none: decide each sample).",
+    )
+    window: int = Field(100, ge=2, le=100_000, description="Samples per window of the selector.")
 
 
 class PolicySettings(_Section):

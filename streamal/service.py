@@ -34,6 +34,7 @@ from streamal.metrics import Metrics
 from streamal.models import Model, build_model
 from streamal.pending import PendingRequests
 from streamal.policies import Policy, build_policy
+from streamal.selection import build_selector
 from streamal.strategies import build_strategy
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ def build_engine(settings: Settings, clock: Callable[[], float] = time.time, rol
             clock=clock,
         ),
         clock=clock,
+        selector=(
+            build_selector(settings.strategy.selector, settings.strategy.window, settings.strategy.seed)
+            if settings.strategy.selector is not None
+            else None
+        ),
     )
 
 

@@ -370,3 +370,71 @@ def test_a_checkpoint_that_cannot_be_written_at_start_stops_the_service_before_i
     assert code == 2
     assert _value(registry, "streamal_errors_total", kind="checkpoint") == 1
     assert _value(registry, "streamal_samples_total") == 0
+
+
+def test_windowed_selection_asks_for_samples_of_earlier_batches(broker: EmbeddedBroker, prefix: str) -> None:
+    """With a selector, every prediction goes out with ``queried: false`` at once; the requests of a window
+    are published when it fills (often in a later batch), and their labels are learned like any other."""
+    stream = [m for m in read_file(DATA) if m.key != b"bad"][:400]
+    truth = {r.id: r.label for r in load("image_segments", limit=400)}
+    settings = settings_for(
+        broker.bootstrap_servers,
+        prefix,
+        STREAMAL_STRATEGY__SELECTOR="kcenter",
+        STREAMAL_STRATEGY__WINDOW="50",
+        STREAMAL_KAFKA__MAX_BATCH_SIZE="20",  # windows span batches
+    )
+    options = connection_options(settings.kafka)
+    registry = CollectorRegistry()
+    stats = OracleStats()
+
+    async def main() -> None:
+        service = Service(settings, registry)
+        run = asyncio.create_task(service.run())
+        await _until(service.ready, 30, "readiness")
+        stopping = asyncio.Event()
+        oracle = asyncio.create_task(
+            run_oracle(
+                options,
+                truth,
+                stopping,
+                requests_topic=f"{prefix}label-requests",
+                labels_topic=f"{prefix}labels",
+                delay_seconds=0.05,
+                group_id=f"{prefix}oracle",
+                stats=stats,
+            )
+        )
+        await replay(options, stream, topic_map={"samples": f"{prefix}samples"})
+
+        def settled() -> bool:
+            asked = _value(registry, "streamal_label_requests_total")
+            return (
+                _value(registry, "streamal_samples_total") == 400
+                and asked > 0
+                and _value(registry, "streamal_labels_total", outcome="applied") == asked
+            )
+
+        await _until(settled, 60, "every sample scored and every request answered")
+        stopping.set()
+        await oracle
+        service.stop()
+        assert await asyncio.wait_for(run, 30) == 0
+
+    asyncio.run(main())
+    predictions = [
+        orjson.loads(m.value()) for m in read_all(broker.bootstrap_servers, f"{prefix}predictions", 400)
+    ]
+    asked_total = int(_value(registry, "streamal_label_requests_total"))
+    requests = [
+        orjson.loads(m.value())
+        for m in read_all(broker.bootstrap_servers, f"{prefix}label-requests", asked_total + 1, timeout=5)
+    ]
+    assert len(predictions) == 400
+    assert not any(p["queried"] for p in predictions)  # decided later, per window
+    asked = {r["id"] for r in requests}
+    assert len(asked) == len(requests) == asked_total  # each once, and nothing more within 5 s
+    # 8 windows of 50 at budget 0.1: 5 per window, within the policy's budget estimate
+    assert 8 * 5 * 0.8 <= len(asked) <= 8 * 5
+    assert asked <= {p["id"] for p in predictions}
+    assert stats.answered == len(asked)

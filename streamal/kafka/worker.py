@@ -365,6 +365,17 @@ class Worker:
                     ),
                     partition=partition if same_parts else None,
                 )
+        # windowed selection: requests for samples of this or earlier batches, decided when a window filled
+        # (their predictions went out with their own batch)
+        for d in engine.take_requests():
+            requests += 1
+            await outbox.add(
+                req_topic,
+                d.sample.id.encode(),
+                label_request_message(
+                    d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+                ),
+            )
         t4 = time.perf_counter()
         acks = await outbox.ship()
         self._in_flight.append((acks, firsts, offsets))
