@@ -163,6 +163,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from streamal.datasets import BUILTIN
     from streamal.evaluation import bench, peers
     from streamal.evaluation.report import write_report
+    from streamal.models import MODELS
     from streamal.policies import POLICIES
     from streamal.strategies import STRATEGIES
 
@@ -187,17 +188,48 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         chosen = []
     if chosen and not peers.available():
         raise ConfigError("--peer: the peers are not installed; pip install 'streamal[peers]'")
-    combos = list(bench.COMBOS)
-    if args.combo:
-        combos = []
-        for item in args.combo:
-            strategy, sep, policy = item.partition("/")
-            if not sep or strategy not in STRATEGIES or policy not in POLICIES:
-                raise ConfigError(
-                    f"--combo {item!r}: expected STRATEGY/POLICY with a strategy of {', '.join(STRATEGIES)} "
-                    f"and a policy of {', '.join(POLICIES)}"
-                )
-            combos.append((strategy, policy))
+    combos: list[bench.Combo] = []
+    for item in args.combo or []:
+        parts = item.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ConfigError(
+                f"--combo {item!r}: expected STRATEGY/POLICY or STRATEGY/POLICY/MODEL with a strategy of "
+                f"{', '.join(STRATEGIES)} and a policy of {', '.join(POLICIES)}"
+            )
+        combo: bench.Combo = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2])
+        if missing := bench.missing_parts(combo):
+            raise ConfigError(
+                f"--combo {item!r}: unknown {', '.join(missing)}; strategies: {', '.join(STRATEGIES)}; "
+                f"policies: {', '.join(POLICIES)}; models: {', '.join(MODELS)} or river:<module>.<Class>"
+            )
+        combos.append(combo)
+    if not combos:
+        for combo in bench.COMBOS:
+            if missing := bench.missing_parts(combo):
+                console.print(f"[yellow]left out {'/'.join(combo)}: no {', '.join(missing)} here[/]")
+            else:
+                combos.append(combo)
+    for model in args.model or []:
+        if bench.missing_parts(("random", "threshold", model)):
+            names = ", ".join(MODELS)
+            raise ConfigError(f"--model {model!r}: choose one of {names} or river:<module>.<Class>")
+    if args.model:  # every combination that names no model, with each of these models instead
+        combos = [c if len(c) == 3 else (c[0], c[1], m) for c in combos for m in args.model]
+        combos += [(*bench.BASELINE, m) for m in args.model]  # random sampling with each model too
+        combos = list(dict.fromkeys(combos))
+    policy_params: dict[str, object] = {}
+    for item in args.policy_param or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--policy-param {item!r}: expected NAME=VALUE, e.g. warmup=0")
+        value: object = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                pass
+        policy_params[key] = value
     tasks = []
     for source in datasets:
         limit = args.limit if args.limit is not None else (bench.SUITE_LIMIT if source in BUILTIN else None)
@@ -210,9 +242,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             delay=args.delay,
             combos=combos,
             peers=chosen,
+            policy_params=policy_params,
         )
     # the peers first: they take longest
     tasks.sort(key=lambda t: not t.is_peer)
+    known: dict[int, dict[str, object]] = {}
+    for path in args.reuse or []:
+        known.update(bench.reusable(tasks, orjson.loads(Path(path).read_bytes())))
+    if known:
+        console.print(f"reusing {len(known)} scikit-activeml runs from {', '.join(args.reuse)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     columns = (
@@ -223,10 +261,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[last]}"),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task_id = progress.add_task("bench", total=len(tasks), last="")
+        task_id = progress.add_task("bench", total=len(tasks) - len(known), last="")
 
         finished = [0]
-        step = max(1, len(tasks) // 20)
+        step = max(1, (len(tasks) - len(known)) // 20)
 
         # every run is also written as it ends, so that a long bench shows its rows as it goes
         with (out / "results.partial.jsonl").open("wb") as partial:
@@ -238,9 +276,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 progress.update(task_id, advance=1, last=last)
                 finished[0] += 1
                 if not console.is_terminal and finished[0] % step == 0:  # a log gets a line every 5%
-                    print(f"{finished[0]}/{len(tasks)} runs done; last: {last}", file=sys.stderr, flush=True)
+                    print(
+                        f"{finished[0]}/{len(tasks) - len(known)} runs done; last: {last}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
-            rows = bench.run(tasks, jobs=args.jobs, on_done=done)
+            rows = bench.run(tasks, jobs=args.jobs, on_done=done, done=known)
     (out / "results.partial.jsonl").unlink()
     (out / "results.json").write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
     command = "streamal bench " + " ".join(shlex.quote(a) for a in (args.argv or []))
@@ -363,7 +405,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="first N samples of each data set (default: 2000 of a built-in one, all of a file)",
     )
     p.add_argument(
-        "--combo", action="append", metavar="STRATEGY/POLICY", help="streamal runs (default: the set)"
+        "--combo",
+        action="append",
+        metavar="STRATEGY/POLICY[/MODEL]",
+        help="a streamal run, with the strategy's default model or MODEL (repeatable; default: the set)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        help="run the combinations that name no model with this model instead (repeatable: once per model)",
+    )
+    p.add_argument(
+        "--policy-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a parameter for the policy of every streamal run, e.g. warmup=0 (repeatable)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="append",
+        metavar="RESULTS_JSON",
+        help="take scikit-activeml's runs from an earlier results.json instead of running them again",
     )
     p.add_argument("--peer", action="append", help="a peer to run (repeatable; default: all, when installed)")
     p.add_argument("--no-peers", action="store_true", help="run without the peers")

@@ -172,3 +172,141 @@ def test_an_unknown_peer_is_a_configuration_error():
 
     with pytest.raises(ConfigError, match="unknown peer"):
         peers.simulate_peer(phishing(10), "skactiveml.Nope")
+
+
+# -- other models -------------------------------------------------------------------------------------
+def test_a_combination_may_name_its_model():
+    combos: list[tuple[str, str] | tuple[str, str, str]] = [
+        ("margin", "biqf"),
+        ("margin", "biqf", "gaussian_nb"),
+        ("qbc_kl", "split", "committee"),
+    ]
+    tasks = bench.plan(["phishing"], [0.1], 1, limit=150, combos=combos)
+    assert [t.method for t in tasks] == [
+        "random / threshold",
+        "margin / biqf",
+        "margin / biqf / gaussian_nb",
+        "qbc_kl / split",  # the committee is its default model: not named
+    ]
+    rows = [bench.run_task(t) for t in tasks]
+    assert [r["model"] for r in rows] == ["knn", "knn", "gaussian_nb", "committee"]
+    assert rows[1]["accuracy"] != rows[2]["accuracy"]
+    summary = summarise(rows * 2, 0.1)  # the report keeps the two models apart
+    assert {"margin / biqf", "margin / biqf / gaussian_nb"} <= set(summary.methods)
+
+
+def test_unregistered_parts_of_a_combination_are_named():
+    assert bench.missing_parts(("margin", "biqf", "no_such_model")) == ["model 'no_such_model'"]
+    assert bench.missing_parts(("no_such", "biqf")) == ["strategy 'no_such'"]
+    assert bench.missing_parts(("margin", "biqf", "river:naive_bayes.GaussianNB")) == []
+
+
+def test_bench_cli_runs_other_models_apart(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", "phishing", "--data", "bananas", "--limit", "150", "--seeds", "1",
+            "--combo", "entropy/biqf", "--combo", "margin/split/gaussian_nb", "--model", "softmax",
+            "--no-peers", "--jobs", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = orjson.loads((out / "results.json").read_bytes())
+    methods = {(r["method"], r["model"], r["kind"]) for r in rows}
+    assert methods == {
+        ("random / threshold", "knn", "baseline"),
+        ("random / threshold / softmax", "softmax", "baseline"),
+        ("entropy / biqf / softmax", "softmax", "streamal"),
+        ("margin / split / gaussian_nb", "gaussian_nb", "streamal"),
+    }
+    assert summarise(rows, 0.1).baseline == "random / threshold"
+    assert "entropy / biqf / softmax" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_bench_cli_refuses_an_unknown_model(capsys):
+    assert main(["bench", "--combo", "margin/biqf/nope", "--no-peers"]) == 2
+    assert "model 'nope'" in capsys.readouterr().err
+    assert main(["bench", "--model", "nope", "--no-peers"]) == 2
+
+
+# -- reusing the slow peers' rows ---------------------------------------------------------------------
+def test_only_scikit_activeml_rows_of_the_same_runs_are_reused():
+    tasks = bench.plan(
+        ["phishing"], [0.1], 2, limit=120, combos=[], peers=["skactiveml.Split", "river.EntropySampler"]
+    )
+    earlier = [bench.run_task(t) for t in tasks]
+    earlier[0] = {**earlier[0], "accuracy": -1.0}  # marks the row that must come back as it was
+    found = bench.reusable(tasks, earlier)
+    assert sorted(found) == [i for i, t in enumerate(tasks) if t.strategy == "skactiveml.Split"]
+    rows = bench.run(tasks, jobs=1, done=found)
+    assert rows[0]["accuracy"] == -1.0
+    assert [r["method"] for r in rows] == [t.method for t in tasks]
+    # another sample count, budget or seed is another run
+    other = bench.plan(["phishing"], [0.1], 2, limit=100, combos=[], peers=["skactiveml.Split"])
+    assert bench.reusable(other, earlier) == {}
+
+
+# -- policy parameters ----------------------------------------------------------------------------
+def test_policy_parameters_reach_every_streamal_run_but_not_the_peers():
+    tasks = bench.plan(
+        ["phishing"], [0.1], 1, limit=300, combos=[("margin", "biqf")], peers=["river.EntropySampler"],
+        policy_params={"warmup": 0},
+    )  # fmt: skip
+    assert [t.policy_params for t in tasks] == [(), (("warmup", 0),), (("warmup", 0),)]
+    cold = {t.method: bench.run_task(t) for t in tasks if not t.is_peer}
+    warm = {
+        t.method: bench.run_task(t)
+        for t in bench.plan(["phishing"], [0.1], 1, limit=300, combos=[("margin", "biqf")])
+    }
+    assert cold["margin / biqf"]["curve"] != warm["margin / biqf"]["curve"]
+    for row in (*cold.values(), *warm.values()):
+        assert row["spent"] <= 0.11
+
+
+def test_bench_cli_policy_param(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "--data", "phishing", "--limit", "150", "--seeds", "1", "--combo", "margin/biqf",
+            "--policy-param", "warmup=0", "--no-peers", "--jobs", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "--policy-param warmup=0" in (out / "report.md").read_text(encoding="utf-8")
+    assert main(["bench", "--policy-param", "warmup", "--no-peers"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+
+
+# -- the report's note on deterministic methods -----------------------------------------------------------
+def _row(method: str, dataset: str, seed: int, accuracy: float, kind: str = "streamal") -> dict[str, object]:
+    return {
+        "method": method,
+        "dataset": dataset,
+        "seed": seed,
+        "accuracy": accuracy,
+        "kind": kind,
+        "budget": 0.1,
+    }
+
+
+def test_a_method_that_repeats_one_run_over_its_seeds_is_called_deterministic():
+    from streamal.evaluation.report import _deterministic
+
+    rows = [
+        *(_row("margin / biqf", d, s, 0.8) for d in ("a", "b") for s in (0, 1)),  # same run twice
+        *(_row("margin / split", d, s, 0.8 + s / 100) for d in ("a", "b") for s in (0, 1)),  # a spread
+        *(_row("periodic / threshold", d, 0, 0.7) for d in ("a", "b")),  # one seed: nothing to tell
+    ]
+    summary = summarise(rows, 0.1)
+    assert _deterministic(summary, rows) == ["margin / biqf"]
+    assert _deterministic(summary, rows[4:]) == []
+
+
+# -- scripts/compare_pairs.py ----------------------------------------------------------------------------
+def test_compare_pairs_covers_every_registered_policy_and_strategy_it_names():
+    from scripts import compare_pairs
+    from streamal.policies import POLICIES
+    from streamal.strategies import STRATEGIES
+
+    # rate_limit without a labels_per_hour decides as variable_uncertainty: the same row twice
+    assert set(compare_pairs.POLICIES) == set(POLICIES) - {"rate_limit"}
+    assert set(compare_pairs.STRATEGIES) <= set(STRATEGIES)
+    name, delay, cell = compare_pairs._cell(("phishing", 0, 100, 0.1))
+    assert (name, delay) == ("phishing", 0)
+    assert set(cell) == {(s, p) for s in compare_pairs.STRATEGIES for p in compare_pairs.POLICIES}
+    for accuracy, spent in cell.values():
+        assert 0.0 < accuracy <= 1.0
+        assert len(spent) == len(compare_pairs.SEEDS)
+        assert max(spent) <= 0.1 * 1.10

@@ -29,14 +29,14 @@ def _uniform(n: int, seed: int = 0) -> list[float]:
 
 # -- the base: ceiling, floor, spending -----------------------------------------------------------
 def test_threshold_asks_above_threshold_within_budget():
-    p = FixedThreshold(budget=0.5, threshold=0.6, min_spend=0.0)
+    p = FixedThreshold(budget=0.5, threshold=0.6, min_spend=0.0, warmup=0)
     assert [p.decide(u) for u in (0.9, 0.1, 0.7, 0.65, 0.2, 0.6)] == [True, False, True, False, False, True]
     assert p.n_seen == 6
     assert p.n_asked == 3
 
 
 def test_ceiling_refuses_even_maximal_utility_once_spent():
-    p = FixedThreshold(budget=0.1, threshold=0.0, min_spend=0.0, window=100)
+    p = FixedThreshold(budget=0.1, threshold=0.0, min_spend=0.0, window=100, warmup=0)
     decisions = [p.decide(1.0) for _ in range(1000)]
     assert decisions[0] is True
     assert decisions[1] is False  # spending 1.0 after the first request
@@ -44,16 +44,16 @@ def test_ceiling_refuses_even_maximal_utility_once_spent():
 
 
 def test_floor_asks_whatever_the_utility_when_spending_is_low():
-    p = FixedThreshold(budget=0.2, threshold=1.0, min_spend=0.5)
+    p = FixedThreshold(budget=0.2, threshold=1.0, min_spend=0.5, warmup=0)
     decisions = [p.decide(0.0) for _ in range(2000)]
     assert decisions[0] is True  # nothing spent yet: below the floor
     assert 0.1 <= sum(decisions) / len(decisions) <= 0.12
-    no_floor = FixedThreshold(budget=0.2, threshold=1.0, min_spend=0.0)
+    no_floor = FixedThreshold(budget=0.2, threshold=1.0, min_spend=0.0, warmup=0)
     assert not any(no_floor.decide(0.0) for _ in range(2000))
 
 
 def test_spending_and_state():
-    p = FixedThreshold(budget=0.25, threshold=0.5, min_spend=0.0, window=10)
+    p = FixedThreshold(budget=0.25, threshold=0.5, min_spend=0.0, window=10, warmup=0)
     assert p.spending == 0.0
     p.decide(0.9)
     assert p.spending == 1.0
@@ -66,8 +66,8 @@ def test_spending_and_state():
 # -- fixed rate: by rank, not by value -------------------------------------------------------------
 def test_fixed_rate_is_rank_based():
     utilities = _uniform(3000, seed=1)
-    a = FixedRate(budget=0.1, rank_window=200, min_spend=0.0)
-    b = FixedRate(budget=0.1, rank_window=200, min_spend=0.0)
+    a = FixedRate(budget=0.1, rank_window=200, min_spend=0.0, warmup=0)
+    b = FixedRate(budget=0.1, rank_window=200, min_spend=0.0, warmup=0)
     on_scale = [a.decide(u) for u in utilities]
     # a monotone change of scale changes no rank, hence no decision
     squeezed = [b.decide(0.4 + u**3 / 100) for u in utilities]
@@ -76,16 +76,16 @@ def test_fixed_rate_is_rank_based():
 
 
 def test_fixed_rate_asks_only_for_the_top_of_recent_utilities():
-    rising = FixedRate(budget=0.2, rank_window=50, min_spend=0.0)
+    rising = FixedRate(budget=0.2, rank_window=50, min_spend=0.0, warmup=0)
     assert sum(rising.decide(i / 1000) for i in range(1000)) == pytest.approx(200, abs=2)
-    falling = FixedRate(budget=0.2, rank_window=50, min_spend=0.0)
+    falling = FixedRate(budget=0.2, rank_window=50, min_spend=0.0, warmup=0)
     # every new utility is the lowest so far: only the first one is ever on top
     assert [falling.decide(1 - i / 1000) for i in range(200)] == [True] + [False] * 199
 
 
 # -- variable uncertainty ---------------------------------------------------------------------------
 def test_variable_uncertainty_theta_moves_down_after_a_request_and_up_otherwise():
-    p = VariableUncertainty(budget=0.5, step=0.1, min_spend=0.0)
+    p = VariableUncertainty(budget=0.5, step=0.1, min_spend=0.0, warmup=0)
     assert p.theta == 1.0
     assert p.decide(0.95) is True  # 1 - 0.95 < theta
     assert p.theta == pytest.approx(0.9)
@@ -100,13 +100,13 @@ def test_variable_uncertainty_theta_moves_down_after_a_request_and_up_otherwise(
 
 
 def test_variable_uncertainty_spends_its_budget_on_a_constant_utility():
-    p = VariableUncertainty(budget=0.2, min_spend=0.0)
+    p = VariableUncertainty(budget=0.2, min_spend=0.0, warmup=0)
     assert sum(p.decide(0.3) for _ in range(1000)) == 200
 
 
 def test_randomized_variable_uncertainty_reaches_beyond_the_threshold():
-    plain = VariableUncertainty(budget=0.1, min_spend=0.0)
-    noisy = RandomizedVariableUncertainty(budget=0.1, min_spend=0.0, seed=3)
+    plain = VariableUncertainty(budget=0.1, min_spend=0.0, warmup=0)
+    noisy = RandomizedVariableUncertainty(budget=0.1, min_spend=0.0, seed=3, warmup=0)
     # utility 0 means 1 - u = 1, never below theta <= 1 without the noise
     assert not any(plain.decide(0.0) for _ in range(500))
     assert sum(noisy.decide(0.0) for _ in range(500)) > 5
@@ -219,3 +219,41 @@ def test_build_policy_unknown_name_names_the_setting():
 def test_build_policy_bad_params_raise_config_error(params):
     with pytest.raises(ConfigError, match=r"^policy"):
         build_policy("threshold", budget=0.1, params=params)
+
+
+# -- the warm start ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize(("budget", "warmup"), [(0.1, 100), (0.2, 50), (0.05, 100)])
+def test_warm_start_asks_the_first_window_s_labels_up_front_then_waits(name, budget, warmup):
+    p = build_policy(name, budget, seed=0, params={"warmup": warmup})
+    asked = [p.decide_with(0.0, None) if p.uses_prediction else p.decide(0.0) for _ in range(3000)]
+    seed_set = round(budget * warmup)
+    assert asked[:seed_set] == [True] * seed_set  # whatever the utility (0: worth nothing)
+    # ... then nothing until the spending is back under the budget, so the labels come early, not extra
+    assert sum(asked[seed_set : int(0.8 * seed_set / budget)]) == 0
+    assert sum(asked) <= 1.10 * budget * len(asked)
+
+
+def test_without_warm_start_the_first_labels_are_spread():
+    p = FixedThreshold(budget=0.1, threshold=1.0, warmup=0)  # asks only on the floor
+    asked = [p.decide(0.0) for _ in range(100)]
+    assert sum(asked[:10]) == 1
+
+
+def test_the_warm_start_respects_a_rate_limit():
+    from streamal.policies import RateLimit
+
+    p = RateLimit(budget=0.5, labels_per_hour=3600.0, burst=2, clock=lambda: 0.0)  # no time passes
+    assert sum(p.decide(1.0) for _ in range(100)) == 2
+
+
+def test_a_policy_restored_from_before_the_warm_start_has_none():
+    p = FixedThreshold(budget=0.1, threshold=1.0)
+    del p.__dict__["warmup"]  # as unpickled from a checkpoint written before the parameter existed
+    assert p.warmup == 0
+    assert sum(p.decide(0.0) for _ in range(10)) == 1
+
+
+def test_warmup_must_be_non_negative():
+    with pytest.raises(ConfigError, match="warmup"):
+        build_policy("biqf", 0.1, params={"warmup": -1})

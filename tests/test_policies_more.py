@@ -173,3 +173,16 @@ def test_new_policies_are_registered():
     assert POLICIES["class_balanced"].uses_prediction
     assert not POLICIES["biqf"].uses_prediction
     assert isinstance(build_policy("rate_limit", 0.1, params={"labels_per_hour": 60}), RateLimit)
+
+
+def test_biqf_spends_the_whole_budget_when_the_model_becomes_confident():
+    # uncertain for 1,000 samples, then every utility ten times smaller: a fixed threshold falls to the
+    # spending floor; biqf's quantile follows the new scale and spends the budget, never over it
+    rng = random.Random(3)
+    utilities = [rng.random() * (1.0 if i < 1000 else 0.1) for i in range(4000)]
+    p = BalancedIncrementalQuantileFilter(budget=0.1)
+    asked = [p.decide(u) for u in utilities]
+    assert 0.097 <= sum(asked[-1000:]) / 1000 <= 0.1
+    assert 0.097 <= sum(asked) / len(asked) <= 0.1
+    threshold = build_policy("threshold", 0.1, params={"threshold": 0.5})
+    assert sum(threshold.decide(u) for u in utilities[1000:]) / 3000 < 0.09

@@ -216,7 +216,7 @@ def test_engine_restored_from_an_older_checkpoint_has_a_decision_clock():
 
 # -- periodic ---------------------------------------------------------------------------------------
 def test_periodic_sampling_spaces_requests_evenly():
-    s, p = PeriodicSampling(), FixedThreshold(budget=0.1, min_spend=0.0)
+    s, p = PeriodicSampling(), FixedThreshold(budget=0.1, min_spend=0.0, warmup=0)
     asked = [i for i in range(2000) if p.decide(s.utility({"a": 0.99, "b": 0.01}))]
     gaps = {b - a for a, b in itertools.pairwise(asked)}
     assert len(asked) == pytest.approx(200, abs=2)

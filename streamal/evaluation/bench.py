@@ -9,6 +9,7 @@ tests and plots.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streamal.datasets import Record, load
-from streamal.evaluation.simulate import SimulationResult, simulate
+from streamal.evaluation.simulate import SimulationResult, default_model, simulate
 
 #: the built-in suite: river's offline data sets and the drifting synthetic streams
 SUITE = (
@@ -39,8 +40,15 @@ SUITE_LIMIT = 2000
 #: its whole budget. (random / fixed_rate spends less: its rank window asks for ties conservatively.)
 BASELINE = ("random", "threshold")
 
-#: the streamal combinations run by default: each strategy with the policies it is meant for
-COMBOS: tuple[tuple[str, str], ...] = (
+#: a streamal combination: (strategy, policy), run with the strategy's default model
+#: (:func:`~streamal.evaluation.simulate.default_model`), or (strategy, policy, model) with a named model of
+#: :data:`streamal.models.MODELS` (or ``river:<module>.<Class>``)
+Combo = tuple[str, str] | tuple[str, str, str]
+
+#: the streamal combinations run by default: each strategy with the policies it is meant for. A combination
+#: with another model is a triple, e.g. ``("entropy", "biqf", "softmax")``; one whose strategy or model is
+#: not registered (an optional dependency missing) is left out of a bench with a note, not an error.
+COMBOS: tuple[Combo, ...] = (
     BASELINE,
     ("periodic", "threshold"),
     ("entropy", "biqf"),
@@ -56,6 +64,11 @@ COMBOS: tuple[tuple[str, str], ...] = (
     ("qbc_kl", "split"),
     ("density_weighted", "biqf"),
     ("diversity", "split"),
+    # the torch models (the ``torch`` extra): the MLP with the default strategy, BALD on MC dropout, and
+    # KL to the consensus of a deep ensemble; left out with a note where torch is not installed
+    ("least_confidence", "biqf", "torch_mlp"),
+    ("bald", "split", "torch_mc_dropout"),
+    ("qbc_kl", "split", "torch_ensemble"),
 )
 
 
@@ -71,14 +84,54 @@ class Task:
     target: str = "label"
     limit: int | None = None
     delay: int = 0
+    #: the model of a streamal run; "" is the strategy's default (kNN, or the committee for ``qbc_*``)
+    model: str = ""
+    #: parameters given to the policy of a streamal run (``warmup``, ``window``, ...), as (name, value)
+    policy_params: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_peer(self) -> bool:
         return not self.policy
 
     @property
+    def is_baseline(self) -> bool:
+        """Random sampling (with any model: the baseline of the runs with that model)."""
+        return (self.strategy, self.policy) == BASELINE
+
+    @property
     def method(self) -> str:
-        return self.strategy if self.is_peer else f"{self.strategy} / {self.policy}"
+        """The method's name in the report: a run with a model other than the default names it, so that
+        the same strategy and policy with two models are two rows."""
+        if self.is_peer:
+            return self.strategy
+        name = f"{self.strategy} / {self.policy}"
+        return f"{name} / {self.model}" if self.model else name
+
+
+def combo_parts(combo: Combo) -> tuple[str, str, str]:
+    """``(strategy, policy, model)``, with ``""`` for the default model."""
+    strategy, policy, *rest = combo
+    model = rest[0] if rest else ""
+    return strategy, policy, "" if model == default_model(strategy) else model
+
+
+def missing_parts(combo: Combo) -> list[str]:
+    """What a combination names that is not registered here (empty when it can run)."""
+    from streamal.models import MODELS
+    from streamal.policies import POLICIES
+    from streamal.strategies import STRATEGIES
+
+    strategy, policy, model = combo_parts(combo)
+    missing = []
+    if strategy not in STRATEGIES:
+        missing.append(f"strategy {strategy!r}")
+    if policy not in POLICIES:
+        missing.append(f"policy {policy!r}")
+    if model and model not in MODELS and not model.startswith("river:"):
+        missing.append(f"model {model!r}")
+    elif model.startswith("torch_") and importlib.util.find_spec("torch") is None:
+        missing.append(f"model {model!r} (torch is not installed: pip install 'streamal[torch]')")
+    return missing
 
 
 def dataset_name(source: str) -> str:
@@ -101,17 +154,20 @@ def run_task(task: Task) -> dict[str, Any]:
         result = simulate_peer(records, task.strategy, budget=task.budget, delay=task.delay, seed=task.seed)
         kind = "peer"
     else:
-        params = {"threshold": 1.0 - task.budget} if (task.strategy, task.policy) == BASELINE else None
+        params = dict(task.policy_params)
+        if (task.strategy, task.policy) == BASELINE:
+            params["threshold"] = 1.0 - task.budget
         result = simulate(
             records,
             policy_params=params,
             strategy=task.strategy,
             policy=task.policy,
+            model=task.model or None,
             budget=task.budget,
             delay=task.delay,
             seed=task.seed,
         )
-        kind = "baseline" if (task.strategy, task.policy) == BASELINE else "streamal"
+        kind = "baseline" if task.is_baseline else "streamal"
     return {
         "dataset": dataset_name(task.dataset),
         "strategy": result.strategy,
@@ -140,22 +196,50 @@ def plan(
     target: str = "label",
     limit: int | None = None,
     delay: int = 0,
-    combos: Iterable[tuple[str, str]] = COMBOS,
+    combos: Iterable[Combo] = COMBOS,
     peers: Iterable[str] = (),
+    policy_params: dict[str, Any] | None = None,
 ) -> list[Task]:
     """Every task of a bench, the peers first (they take longest)."""
-    combos = list(combos)
-    if BASELINE not in combos:
-        combos.insert(0, BASELINE)
-    peers = list(peers)
+    given = tuple(sorted((policy_params or {}).items()))
+    methods = [(p, "", "") for p in peers]
+    parts = [combo_parts(c) for c in combos]
+    if (*BASELINE, "") not in parts:
+        parts.insert(0, (*BASELINE, ""))
+    methods += list(dict.fromkeys(parts))
     tasks = []
-    for methods in ([(p, "") for p in peers], combos):
-        for dataset in datasets:
-            for budget in budgets:
-                for seed in range(seeds):
-                    for strategy, policy in methods:
-                        tasks.append(Task(dataset, strategy, policy, budget, seed, target, limit, delay))
+    for dataset in datasets:
+        for budget in budgets:
+            for seed in range(seeds):
+                for strategy, policy, model in methods:
+                    params = given if policy else ()
+                    tasks.append(
+                        Task(dataset, strategy, policy, budget, seed, target, limit, delay, model, params)
+                    )
+    tasks.sort(key=lambda t: not t.is_peer)  # stable: the peers first, each group in its order
     return tasks
+
+
+def reusable(tasks: Sequence[Task], rows: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The rows of an earlier ``results.json`` that answer some of ``tasks``: index of the task -> row.
+
+    Only scikit-activeml's peers are reused: they are the slow runs, and nothing of streamal's changes
+    them (river's sampler runs streamal's kNN, so it is run again, as is every streamal method). A row
+    answers a task when data set, method, budget, seed, delay and number of samples are the same.
+    """
+    index = {
+        (r["dataset"], r["method"], r["budget"], r["seed"], r.get("delay", 0), r["n"]): r
+        for r in rows
+        if r.get("kind") == "peer" and str(r["method"]).startswith("skactiveml.")
+    }
+    found = {}
+    for i, task in enumerate(tasks):
+        if task.is_peer and task.strategy.startswith("skactiveml."):
+            n = len(_records(task.dataset, task.target, task.limit))
+            key = (dataset_name(task.dataset), task.method, task.budget, task.seed, task.delay, n)
+            if key in index:
+                found[i] = index[key]
+    return found
 
 
 def run(
@@ -163,25 +247,28 @@ def run(
     *,
     jobs: int | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    done: dict[int, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``tasks`` on ``jobs`` processes (all cores by default; 1: in this process), in order of the
-    tasks in the result."""
+    tasks in the result. ``done`` holds rows already known (from :func:`reusable`): those tasks are not
+    run again."""
     jobs = jobs or os.cpu_count() or 1
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
+    for i, row in (done or {}).items():
+        rows[i] = row
+    todo = [i for i in range(len(tasks)) if rows[i] is None]
     if jobs == 1:
-        for i, task in enumerate(tasks):
-            rows[i] = run_task(task)
+        for i in todo:
+            rows[i] = run_task(tasks[i])
             if on_done:
                 on_done(rows[i])  # type: ignore[arg-type]
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            pending: dict[Future[dict[str, Any]], int] = {
-                pool.submit(run_task, task): i for i, task in enumerate(tasks)
-            }
+            pending: dict[Future[dict[str, Any]], int] = {pool.submit(run_task, tasks[i]): i for i in todo}
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
                     i = pending.pop(future)
                     rows[i] = future.result()
                     if on_done:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamal.evaluation import plots, stats
+from streamal.evaluation.bench import BASELINE
 
 Row = dict[str, Any]
 #: a run whose spending is above ``budget * OVER`` is over budget (slack for the estimate's window)
@@ -71,7 +72,9 @@ def summarise(rows: Sequence[Row], budget: float) -> BudgetSummary:
     methods.sort(key=lambda m: (ranks[m], m))
     streamal = [m for m in methods if kind[m] == "streamal"]
     peers = [m for m in methods if kind[m] == "peer"]
-    baseline = next((m for m in methods if kind[m] == "baseline"), None)
+    # random sampling with the default model (a bench run with other models has one per model)
+    baselines = [m for m in methods if kind[m] == "baseline"]
+    baseline = " / ".join(BASELINE) if " / ".join(BASELINE) in baselines else next(iter(baselines), None)
     summary = BudgetSummary(
         budget=budget,
         datasets=datasets,
@@ -89,6 +92,15 @@ def summarise(rows: Sequence[Row], budget: float) -> BudgetSummary:
         summary.cd = stats.nemenyi_cd(len(methods), len(datasets))
         summary.wilcoxon = stats.wilcoxon_holm(table, methods[0])
     return summary
+
+
+def _deterministic(s: BudgetSummary, rows: Sequence[Row]) -> list[str]:
+    """The methods that ran more than one seed and scored the same with each on every data set."""
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        if r["budget"] == s.budget:
+            seeds[r["method"]].add(r["seed"])
+    return [m for m in s.methods if len(seeds[m]) > 1 and not any(s.spread[m].values())]
 
 
 def _pct(x: float) -> str:
@@ -111,6 +123,11 @@ def _budget_section(s: BudgetSummary, rows: Sequence[Row], out: Path) -> list[st
         "",
         "Accuracy in %, mean ± standard deviation over the seeds; ranks are per data set (1 = best).",
     ]
+    if _deterministic(s, rows):
+        lines[-1] += (
+            " A spread of 0.00 on every data set is a deterministic method: the streams do not change with"
+            " the seed, so its seeds repeat one run; 0.00 is not its spread, which is unmeasured here."
+        )
     lines.append("")
     if s.friedman is not None:
         f = s.friedman
@@ -196,8 +213,9 @@ def _overhead(rows: Sequence[Row]) -> list[str]:
         "## Time per sample",
         "",
         "Median over every run of the method. *Decision* is the strategy and the policy only "
-        "(for a peer, its query step as its API defines it, which for scikit-activeml includes its "
-        "classifier's probabilities); *sample* is everything: scoring, deciding and learning.",
+        "(for a peer, its query step as its API defines it: scikit-activeml's `query` + `update`, given "
+        "the classifier's probabilities already computed to predict the sample, as streamal's decisions "
+        "are; river's `_ask_for_label`); *sample* is everything: scoring, deciding and learning.",
         "",
         "| method | µs per decision | µs per sample |",
         "|---|---|---|",

@@ -6,6 +6,14 @@ al. 2014, "Active learning with drifting streaming data", with the bias correcti
 budget the next sample is asked whatever its utility, so an over-confident model cannot starve the
 learner. In between, the subclass's one hook, :meth:`_ask`, decides.
 
+**Warm start.** A model with no labels predicts nothing, and with a handful it is wrong about nearly every
+sample, whatever their utilities say; spread one request per ``1 / budget`` samples, as the windowed
+estimate alone would, it stays that way for the first hundreds of samples. So the first
+``budget * warmup`` samples are asked for whatever their utility (a seed set, as pool-based active learning
+starts from); the estimate counts them, so the policy then asks nothing until its spending is back under
+the budget: the labels are spent early, not added (``warmup=0`` turns it off). What it changes on the
+bench is measured in ``docs/benchmarks.md`` ("The warm start").
+
 A policy that needs to know more than the utility has two optional hooks, both called by the
 :class:`~streamal.engine.Engine` only: with ``uses_prediction`` set, the engine decides each sample with
 :meth:`decide_with`, which also gets the model's predicted class (the class-balanced quota uses it), and
@@ -26,8 +34,17 @@ class Policy(abc.ABC):
     #: whether the engine should call :meth:`decide_with` (with the predicted class) instead of :meth:`decide`
     uses_prediction: ClassVar[bool] = False
 
+    #: samples whose budget is spent up front (a class attribute as well, so that a policy restored from an
+    #: older checkpoint, far past its start anyway, has none)
+    warmup: int = 0
+
     def __init__(
-        self, budget: float = 0.1, window: int = 1000, min_spend: float = 0.8, seed: int | None = None
+        self,
+        budget: float = 0.1,
+        window: int = 1000,
+        min_spend: float = 0.8,
+        seed: int | None = None,
+        warmup: int = 100,
     ) -> None:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1], got {budget}")
@@ -35,10 +52,13 @@ class Policy(abc.ABC):
             raise ValueError(f"window must be at least 1, got {window}")
         if not 0.0 <= min_spend <= 1.0:
             raise ValueError(f"min_spend must be in [0, 1], got {min_spend}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be non-negative, got {warmup}")
         self.budget = budget
         self.window = window
         self.min_spend = min_spend
         self.seed = seed
+        self.warmup = warmup
         self._rng = random.Random(seed)
         self._decay = 1.0 - 1.0 / window
         self._asked = 0.0  # decayed count of requests
@@ -53,7 +73,9 @@ class Policy(abc.ABC):
 
     def decide(self, utility: float) -> bool:
         spent = self._asked / self._seen if self._seen else 0.0  # self.spending, inlined: once per sample
-        if spent >= self.budget and self.budget < 1.0:
+        if self.n_seen < self.warmup and self.n_asked < self.budget * self.warmup:
+            ask = True  # the warm start: the first window's labels, up front
+        elif spent >= self.budget and self.budget < 1.0:
             ask = False
         elif spent < self.min_spend * self.budget:
             ask = True

@@ -15,7 +15,7 @@ class FixedRate(Policy):
     Utilities are compared by rank, not value, so the labelling rate is the budget whatever scale the
     strategy's utilities have; the windowed spending estimate of the base class keeps it a ceiling.
 
-    >>> p = FixedRate(budget=0.25, rank_window=8, min_spend=0.0)
+    >>> p = FixedRate(budget=0.25, rank_window=8, min_spend=0.0, warmup=0)
     >>> sum(p.decide(u / 100) for u in range(100))
     25
     """

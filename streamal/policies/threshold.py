@@ -10,7 +10,7 @@ from streamal.policies.base import Policy
 class FixedThreshold(Policy):
     """Ask when ``utility >= threshold``.
 
-    >>> p = FixedThreshold(budget=0.5, threshold=0.6, min_spend=0.0)
+    >>> p = FixedThreshold(budget=0.5, threshold=0.6, min_spend=0.0, warmup=0)
     >>> [p.decide(u) for u in (0.9, 0.1, 0.7, 0.65, 0.2)]
     [True, False, True, False, False]
 

@@ -15,7 +15,7 @@ from streamal.policies.base import Policy
 class VariableUncertainty(Policy):
     """Asks when ``1 - utility < theta``; ``theta`` shrinks by ``step`` after a request, grows otherwise.
 
-    >>> p = VariableUncertainty(budget=0.2, min_spend=0.0)
+    >>> p = VariableUncertainty(budget=0.2, min_spend=0.0, warmup=0)
     >>> sum(p.decide(0.3) for _ in range(1000))
     200
     """

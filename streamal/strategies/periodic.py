@@ -6,9 +6,9 @@ for a maximal utility: all of streamal's). A baseline, like random sampling, but
 bursts.
 
 >>> from streamal.policies import FixedThreshold
->>> s, p = PeriodicSampling(), FixedThreshold(budget=0.25, min_spend=0.0)
->>> "".join("x" if p.decide(s.utility({"a": 0.9, "b": 0.1})) else "." for _ in range(16))
-'x...x...x...x...'
+>>> s, p = PeriodicSampling(), FixedThreshold(budget=0.25, min_spend=0.0, warmup=0)
+>>> "".join("x" if p.decide(s.utility({"a": 0.9, "b": 0.1})) else "-" for _ in range(16))
+'x---x---x---x---'
 """
 
 from __future__ import annotations

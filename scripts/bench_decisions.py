@@ -1,0 +1,122 @@
+"""Per-decision overhead of every strategy x policy, and of the peers, in µs per sample.
+
+A decision is the strategy's utility and the policy's choice, apart from the model (the engine's
+``decision_seconds``, reported by the bench as ``us_per_decision``). The model's probabilities for a real
+stream are computed once (by the kNN, or by the committee for the committee strategies, a model that
+learns every label), then each combination decides the whole stream as the engine calls it: one sample
+per batch (``streamal simulate`` without a label delay) and 100 per batch (a poll of the service). Every
+label the policy asks for is told to the strategy and the policy, as the engine does. Each figure is the
+best of ``--repeat`` runs.
+
+The peers are timed on the same samples by the bench's own harness (``streamal.evaluation.peers``): for
+scikit-activeml its ``query`` + ``update`` (given the classifier, whose probabilities the harness has
+already computed to predict the sample), for river ``_ask_for_label`` given the probabilities. One run
+each (``--peer-limit`` samples): they are slow.
+
+    .venv/bin/python scripts/bench_decisions.py [--data image_segments] [--limit 2000] [--repeat 3]
+
+The machine is shared and noisy: compare figures from one run, and read the load average it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Sequence
+
+from streamal.datasets import Record, load
+from streamal.evaluation import peers
+from streamal.evaluation.bench import BASELINE, COMBOS
+from streamal.evaluation.simulate import default_model
+from streamal.messages import Features, Proba
+from streamal.models import build_model
+from streamal.policies import POLICIES, build_policy
+from streamal.strategies import STRATEGIES, build_strategy
+
+
+def scored(records: Sequence[Record], model_name: str) -> list[Proba]:
+    """The probabilities a model that learns every label gives each sample before learning it."""
+    model = build_model(model_name, {"seed": 0} if model_name == "committee" else None)
+    out = []
+    for r in records:
+        out.append(model.predict_proba_one(r.features))
+        model.learn_one(r.features, r.label)
+    return out
+
+
+def decide(
+    strategy: str, policy: str, records: Sequence[Record], probas: Sequence[Proba], batch: int, budget: float
+) -> tuple[float, int]:
+    """µs per decision over the stream, and the number of labels asked."""
+    s = build_strategy(strategy, seed=0)
+    params = {"threshold": 1.0 - budget} if (strategy, policy) == BASELINE else None
+    p = build_policy(policy, budget, seed=0, params=params)
+    xs: list[Features] = [r.features for r in records]
+    spent, asked = 0.0, 0
+    for start in range(0, len(records), batch):
+        chunk_x, chunk_p = xs[start : start + batch], probas[start : start + batch]
+        # as the engine does it: the predictions are the model's, made before the decisions are timed
+        predictions = [max(q, key=q.__getitem__) if q else None for q in chunk_p]
+        t0 = time.perf_counter()
+        utilities = s.utilities(chunk_x, chunk_p)
+        if p.uses_prediction:
+            asks = list(map(p.decide_with, utilities, predictions))
+        else:
+            asks = list(map(p.decide, utilities))
+        spent += time.perf_counter() - t0
+        for record, ask in zip(records[start : start + batch], asks, strict=True):
+            if ask:
+                asked += 1
+                s.observe_label(record.features, record.label)
+                p.observe_label(record.label)
+    return spent / len(records) * 1e6, asked
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--data", default="image_segments")
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--budget", type=float, default=0.1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--all", action="store_true", help="every strategy x policy (default: the bench set)")
+    parser.add_argument("--peer-limit", type=int, default=1000, help="samples the peers are timed on")
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    records = load(args.data, limit=args.limit)
+    probas = {name: scored(records, name) for name in ("knn", "committee")}
+    combos = (
+        [(s, p) for s in STRATEGIES for p in POLICIES]
+        if args.all
+        else [(c[0], c[1]) for c in COMBOS if c[0] in STRATEGIES and c[1] in POLICIES]
+    )
+    load_before = os.getloadavg()[0]
+    n_classes = len({r.label for r in records})
+    print(
+        f"{args.data}: {len(records)} samples, {n_classes} classes; budget {args.budget}; "
+        f"µs per decision (strategy + policy), best of {args.repeat}; load average {load_before:.2f}"
+    )
+    print(f"{'strategy / policy':45s} {'batch 1':>8s} {'batch 100':>10s} {'labels':>7s}")
+    ones, hundreds = [], []
+    for strategy, policy in combos:
+        p = probas[default_model(strategy)]
+        one = min(decide(strategy, policy, records, p, 1, args.budget)[0] for _ in range(args.repeat))
+        runs = [decide(strategy, policy, records, p, 100, args.budget) for _ in range(args.repeat)]
+        hundred = min(r[0] for r in runs)
+        ones.append(one)
+        hundreds.append(hundred)
+        print(f"{strategy + ' / ' + policy:45s} {one:8.2f} {hundred:10.2f} {runs[0][1]:7d}", flush=True)
+    print(f"{'median of the above':45s} {statistics.median(ones):8.2f} {statistics.median(hundreds):10.2f}")
+    if args.no_peers or not peers.available():
+        return
+    stream = records[: args.peer_limit]
+    print(f"\npeers, on the first {len(stream)} samples (one run each; the bench's harness, batch 1)")
+    for peer in peers.PEERS:
+        result = peers.simulate_peer(stream, peer, budget=args.budget, seed=0)
+        print(f"{peer:45s} {result.us_per_decision:8.1f}", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
