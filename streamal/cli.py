@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="label", help="the label column")
     p.add_argument("--id-column", default="id")
     p.add_argument("--strategy", default="least_confidence", choices=sorted(STRATEGIES))
-    p.add_argument("--policy", default="threshold", choices=sorted(POLICIES))
+    p.add_argument("--policy", default="biqf", choices=sorted(POLICIES))
     p.add_argument("--model", default=None, help="default: knn (committee for the qbc_* strategies)")
     p.add_argument("--budget", type=float, default=0.1)
     p.add_argument("--delay", type=int, default=0, help="label delay, in samples")

@@ -156,7 +156,7 @@ class StrategySettings(_Section):
 
 
 class PolicySettings(_Section):
-    name: str = Field("threshold", description="Budget policy: one of the policies listed below.")
+    name: str = Field("biqf", description="Budget policy: one of the policies listed below.")
     budget: float = Field(0.1, gt=0.0, le=1.0, description="Largest fraction of samples sent for labelling.")
     seed: int | None = Field(0, description="Seed of the policy's random numbers (null: from the OS).")
     params: dict[str, Any] = Field(

@@ -434,7 +434,8 @@ def test_windowed_selection_asks_for_samples_of_earlier_batches(broker: Embedded
     assert not any(p["queried"] for p in predictions)  # decided later, per window
     asked = {r["id"] for r in requests}
     assert len(asked) == len(requests) == asked_total  # each once, and nothing more within 5 s
-    # 8 windows of 50 at budget 0.1: 5 per window, within the policy's budget estimate
-    assert 8 * 5 * 0.8 <= len(asked) <= 8 * 5
+    # 8 windows of 50 at budget 0.1: 5 picks per window; the policy gates them and may add one while its
+    # spending is under its floor, within its budget estimate (10% slack for the estimate's window)
+    assert 400 * 0.1 * 0.8 <= len(asked) <= 400 * 0.1 * 1.1
     assert asked <= {p["id"] for p in predictions}
     assert stats.answered == len(asked)
