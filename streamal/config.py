@@ -79,6 +79,13 @@ class KafkaSettings(_Section):
         le=600_000,
         description="How long the group coordinator waits for members to rejoin in a rebalance.",
     )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1_000,
+        le=3_600_000,
+        description="A member that has not polled for this long leaves its group (the service polls between "
+        "batches, and while it waits for partitions).",
+    )
     max_batch_size: int = Field(2_000, ge=1, le=100_000, description="Most records scored in one batch.")
     partitions: int = Field(3, ge=1, le=10_000, description="Partitions of the topics the service creates.")
     replication_factor: int = Field(

@@ -269,7 +269,9 @@ class Service:
             # nothing has been read yet: stop here rather than run without a way back after a crash
             self.metrics.errors.labels("checkpoint").inc()
             log.error(
-                "cannot write a checkpoint to checkpoint.dir %s: %r; exiting", self.checkpoints.directory, exc
+                "cannot restore or write a checkpoint in checkpoint.dir %s: %r; exiting",
+                self.checkpoints.directory,
+                exc,
             )
             self.exit_code = 2
             self.stop()
@@ -369,6 +371,7 @@ class Service:
                 heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
                 # a member killed in the middle of a rebalance holds the group up to this long
                 rebalance_timeout_ms=s.kafka.rebalance_timeout_ms,
+                max_poll_interval_ms=s.kafka.max_poll_interval_ms,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             self._consumer = consumer

@@ -48,6 +48,8 @@ def test_a_standby_learner_takes_over_from_the_checkpoint_of_the_one_it_replaces
         "STREAMAL_CHECKPOINT__KEY": key,
         "STREAMAL_CHECKPOINT__DIR": str(tmp_path / "checkpoints"),
         "STREAMAL_CHECKPOINT__INTERVAL_SECONDS": "1",
+        # a member that does not poll for 3 s leaves its group: the standby must keep polling while it waits
+        "STREAMAL_KAFKA__MAX_POLL_INTERVAL_MS": "3000",
     }
     truth = {f"s{i}": ("a" if i % 3 else "b") for i in range(120)}
 
@@ -82,7 +84,7 @@ def test_a_standby_learner_takes_over_from_the_checkpoint_of_the_one_it_replaces
             ids = sorted(truth)
             send(ids[:60])
             _until(lambda: (active.model() or {}).get("labels_learned") == 60, 60, "60 labels learned")
-            time.sleep(2.5)  # a checkpoint (every second) covers them
+            time.sleep(5.0)  # a checkpoint (every second) covers them; the standby has waited > 3 s
             active.kill()
             send(ids[60:])
             _until(lambda: (standby.model() or {}).get("labels_learned", 0) >= 120, 90, "the takeover")

@@ -10,7 +10,6 @@ output cannot be delivered is not committed: the consumer seeks back to it and p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -179,8 +178,7 @@ class Worker:
                 # the checkpoint a restart would begin from first
                 self.last_turn = time.monotonic()
                 if not self._consumer.assignment() or not await self._before_start():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stopping.wait(), 0.1)
+                    await self._idle_poll()
                     continue
                 self._before_start = None
             if self._holding and not self._requests_caught_up():
@@ -224,6 +222,19 @@ class Worker:
                 "processed again after a restart",
                 exc,
             )
+
+    async def _idle_poll(self) -> None:
+        """Wait a moment without taking anything in, but polling: a consumer that does not poll for
+        ``max_poll_interval_ms`` leaves its group (a standby learner or a spare scorer would never get
+        partitions). Whatever a partition assigned meanwhile returns is put back."""
+        try:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=1)
+        except KafkaError as exc:
+            log.debug("poll before the start: %r", exc)
+            await asyncio.sleep(0.1)
+            return
+        if batch:
+            self._rewind(batch)
 
     async def drain(self) -> None:
         """Wait until every batch handled so far is acknowledged and its offsets committed."""
