@@ -3,13 +3,16 @@ service wrote, and a service settings builder."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streamal.config import load_settings
+from streamal.messages import ClassLabel
+from streamal.oracle import OracleStats, run_oracle
 
 
 def settings_for(bootstrap: str, prefix: str, **extra: str) -> Any:
@@ -62,3 +65,28 @@ def produce(bootstrap: str, topic: str, items: Sequence[tuple[bytes | None, byte
     for key, value in items:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(30) == 0
+
+
+def oracle_for(
+    options: dict[str, Any],
+    prefix: str,
+    truth: Mapping[str, ClassLabel],
+    stopping: asyncio.Event,
+    stats: OracleStats,
+    delay_seconds: float = 0.1,
+    ready: asyncio.Event | None = None,
+) -> asyncio.Task[OracleStats]:
+    """The annotator stand-in on the ``prefix``-ed topics of :func:`settings_for`, as a task."""
+    return asyncio.create_task(
+        run_oracle(
+            options,
+            truth,
+            stopping,
+            requests_topic=f"{prefix}label-requests",
+            labels_topic=f"{prefix}labels",
+            delay_seconds=delay_seconds,
+            group_id=f"{prefix}oracle",
+            stats=stats,
+            ready=ready,
+        )
+    )

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 from streamal.broker import EmbeddedBroker, free_port
 from streamal.datasets import load
 from streamal.kafka.client import connection_options
-from streamal.oracle import OracleStats, run_oracle
+from streamal.oracle import OracleStats
 from streamal.service import Service
-from tests.kafkatools import settings_for
+from tests.kafkatools import oracle_for, settings_for
 from tests.test_deploy import DEPLOY, concrete, dashboard_exprs, used_series
 
 pytestmark = pytest.mark.kafka
@@ -187,19 +187,7 @@ def test_prometheus_scrapes_the_service_and_promql_agrees_with_what_it_did(
                 await _until(scraped, 30, "the first scrape of the service")
 
                 answering = asyncio.Event()
-                oracle = asyncio.create_task(
-                    run_oracle(
-                        options,
-                        truth,
-                        stopping,
-                        requests_topic=f"{prefix}label-requests",
-                        labels_topic=f"{prefix}labels",
-                        delay_seconds=0.1,
-                        group_id=f"{prefix}oracle",
-                        stats=stats,
-                        ready=answering,
-                    )
-                )
+                oracle = oracle_for(options, prefix, truth, stopping, stats, ready=answering)
                 # the model learns while the samples stream in (and its accuracy is not the cold start's)
                 await asyncio.wait_for(answering.wait(), 30)
                 # over about three seconds, so that Prometheus scrapes the service while it works

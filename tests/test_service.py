@@ -27,10 +27,10 @@ from streamal.datasets import load
 from streamal.errors import DecodeError
 from streamal.kafka.client import connection_options
 from streamal.messages import label_message
-from streamal.oracle import OracleStats, run_oracle
+from streamal.oracle import OracleStats
 from streamal.replay import read_file, replay
 from streamal.service import Service
-from tests.kafkatools import produce, read_all, settings_for
+from tests.kafkatools import oracle_for, produce, read_all, settings_for
 
 pytestmark = pytest.mark.kafka
 
@@ -68,18 +68,7 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
         run = asyncio.create_task(service.run())
         await _until(service.ready, 30, "readiness")
         stopping = asyncio.Event()
-        oracle = asyncio.create_task(
-            run_oracle(
-                options,
-                truth,
-                stopping,
-                requests_topic=f"{prefix}label-requests",
-                labels_topic=f"{prefix}labels",
-                delay_seconds=0.1,
-                group_id=f"{prefix}oracle",
-                stats=stats,
-            )
-        )
+        oracle = oracle_for(options, prefix, truth, stopping, stats, delay_seconds=0.1)
         sent = await replay(options, stream, topic_map={"samples": f"{prefix}samples"})
         assert sent == 612
 
@@ -393,18 +382,7 @@ def test_windowed_selection_asks_for_samples_of_earlier_batches(broker: Embedded
         run = asyncio.create_task(service.run())
         await _until(service.ready, 30, "readiness")
         stopping = asyncio.Event()
-        oracle = asyncio.create_task(
-            run_oracle(
-                options,
-                truth,
-                stopping,
-                requests_topic=f"{prefix}label-requests",
-                labels_topic=f"{prefix}labels",
-                delay_seconds=0.05,
-                group_id=f"{prefix}oracle",
-                stats=stats,
-            )
-        )
+        oracle = oracle_for(options, prefix, truth, stopping, stats, delay_seconds=0.05)
         await replay(options, stream, topic_map={"samples": f"{prefix}samples"})
 
         def settled() -> bool:
