@@ -116,6 +116,16 @@ def write(directory: Path, payload: bytes, created_at: float, key: bytes) -> Pat
     return final
 
 
+def stamp(directory: Path) -> tuple[int, int, int] | None:
+    """The identity of the checkpoint file in ``directory`` (inode, size, modification time), or None if
+    there is none: every :func:`write` renames a new file into place, so a write changes it."""
+    try:
+        st = (directory / _FILE).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def load(directory: Path, key: bytes) -> Checkpoint | None:
     """The checkpoint in ``directory``, or None if there is none; raises if it is not to be trusted."""
     path = directory / _FILE

@@ -42,7 +42,8 @@ class Checkpoints:
         #: the offsets of the checkpoint restored at start (empty if none was)
         self.restored_offsets: dict[str, dict[int, int]] = {}
         self.restored = False
-        self._restored_at: float | None = None
+        #: :func:`checkpoint.stamp` of the file last restored or written here
+        self._stamp: tuple[int, int, int] | None = None
         self._last = time.monotonic()
         self._labels_at_last = 0
 
@@ -54,12 +55,15 @@ class Checkpoints:
         """
         if self.directory is None:
             return None
+        stamp = checkpoint.stamp(self.directory)
+        if stamp is None or (only_newer and stamp == self._stamp):
+            return None  # nothing there, or the file this one has: not read (and unpickled) again
         saved = checkpoint.load(self.directory, self.key)
-        if saved is None or (only_newer and saved.created_at == self._restored_at):
+        if saved is None:
             return None
         self.restored_offsets = saved.offsets
         self.restored = True
-        self._restored_at = saved.created_at
+        self._stamp = stamp
         engine: Engine = saved.engine
         log.info(
             "restored checkpoint: model version %d, %d labels learned, %d requests pending",
@@ -111,5 +115,5 @@ class Checkpoints:
         self._last = time.monotonic()
         self._labels_at_last = engine.labels_learned
         await asyncio.to_thread(checkpoint.write, self.directory, payload, created, self.key)
-        self._restored_at = created  # our own: nothing to restore from it later
+        self._stamp = checkpoint.stamp(self.directory)  # our own: nothing to restore from it later
         return True
