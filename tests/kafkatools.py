@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -90,3 +90,11 @@ def oracle_for(
             ready=ready,
         )
     )
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str = "the condition") -> None:
+    """Poll ``condition`` every 0.2 s; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
+        time.sleep(0.2)

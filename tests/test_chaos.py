@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from streamal.datasets import load
 from streamal.kafka.client import ensure_topics
 from streamal.messages import encode, label_message
 from streamal.testing import TOPICS
-from tests.kafkatools import produce, read_all
+from tests.kafkatools import produce, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -83,22 +82,22 @@ def test_labels_wait_until_every_label_request_partition_is_read(tmp_path: Path)
         service.start()
         other = _Member(bootstrap, "streamal", ["samples", "labels", "label-requests"])
         try:
-            _until(lambda: (service.model() or {}).get("samples_scored") == len(records), 60)
+            wait_until(lambda: (service.model() or {}).get("samples_scored") == len(records), 60)
             asked = (service.model() or {})["label_requests"]
             requests = read_all(bootstrap, "label-requests", asked)
             assert len(requests) == asked > 10
             service.kill()
             other.start()
-            _until(lambda: other.assigned > 0, 30)
+            wait_until(lambda: other.assigned > 0, 30)
             service.start()
-            _until(lambda: other.generations >= 2, 30)  # the service joined: the partitions are shared
+            wait_until(lambda: other.generations >= 2, 30)  # the service joined: the partitions are shared
             truth = {r.id: r.label for r in records}
             ids = {orjson.loads(m.value())["id"] for m in requests}
             produce(bootstrap, "labels", [(i.encode(), label_message(i, truth[i])) for i in sorted(ids)])
             time.sleep(3.0)  # the labels are there; the label requests the other member holds are not read
             held = service.model() or {}
             other.leave()
-            _until(lambda: sum((service.model() or {}).get("outcomes", {}).values()) >= len(ids), 60)
+            wait_until(lambda: sum((service.model() or {}).get("outcomes", {}).values()) >= len(ids), 60)
             model = service.model() or {}
         finally:
             other.leave()
@@ -145,10 +144,3 @@ class _Member:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=15)
-
-
-def _until(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {seconds} s"
-        time.sleep(0.2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from streamal.http import answers_ok
 from streamal.kafka.client import ensure_topics
 from streamal.messages import Sample, label_message, label_request_message
 from streamal.testing import TOPICS, ServiceProcess
-from tests.kafkatools import produce
+from tests.kafkatools import produce, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -78,16 +77,16 @@ def test_a_standby_learner_takes_over_from_the_checkpoint_of_the_one_it_replaces
         standby = ServiceProcess(broker.bootstrap_servers, tmp_path / "standby.log", env, role="learner")
         try:
             active.start()
-            _until(lambda: answers_ok(f"http://127.0.0.1:{active.port}/readyz"), 60, "the active learner")
+            wait_until(lambda: answers_ok(f"http://127.0.0.1:{active.port}/readyz"), 60, "the active learner")
             standby.start()
-            _until(lambda: standby.model() is not None, 60, "the standby")
+            wait_until(lambda: standby.model() is not None, 60, "the standby")
             ids = sorted(truth)
             send(ids[:60])
-            _until(lambda: (active.model() or {}).get("labels_learned") == 60, 60, "60 labels learned")
+            wait_until(lambda: (active.model() or {}).get("labels_learned") == 60, 60, "60 labels learned")
             time.sleep(5.0)  # a checkpoint (every second) covers them; the standby has waited > 3 s
             active.kill()
             send(ids[60:])
-            _until(lambda: (standby.model() or {}).get("labels_learned", 0) >= 120, 90, "the takeover")
+            wait_until(lambda: (standby.model() or {}).get("labels_learned", 0) >= 120, 90, "the takeover")
             time.sleep(1.0)
             model = standby.model() or {}
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{standby.port}/metrics", timeout=5).read()
@@ -100,10 +99,3 @@ def test_a_standby_learner_takes_over_from_the_checkpoint_of_the_one_it_replaces
     # the standby learned only the labels after the checkpoint it took over from, not all of them again
     assert b'streamal_labels_total{outcome="applied"} 60.0' in metrics
     assert code == 0
-
-
-def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        time.sleep(0.2)
