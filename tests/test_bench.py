@@ -139,7 +139,8 @@ def test_bench_cli_end_to_end(tmp_path):
     assert len(rows) == 2 * 4 * 2  # data sets x (3 combos + random) x seeds
     for row in rows:
         assert set(row) >= ROW_FIELDS
-        assert row["spent"] <= row["budget"] * 1.10
+        # the budget (10% slack for the estimate), and the warm start's seed set, repaid over 500 samples
+        assert row["spent"] * row["n"] <= row["budget"] * (1.10 * row["n"] + 100)
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "Friedman test" in report
     assert "Nemenyi" in report
@@ -255,8 +256,8 @@ def test_policy_parameters_reach_every_streamal_run_but_not_the_peers():
         for t in bench.plan(["phishing"], [0.1], 1, limit=300, combos=[("margin", "biqf")])
     }
     assert cold["margin / biqf"]["curve"] != warm["margin / biqf"]["curve"]
-    for row in (*cold.values(), *warm.values()):
-        assert row["spent"] <= 0.11
+    assert cold["margin / biqf"]["spent"] <= 0.11  # without a seed set, within the budget on every prefix
+    assert warm["margin / biqf"]["spent"] * 300 <= 0.1 * (1.10 * 300 + 100)  # with one, not yet repaid
 
 
 def test_bench_cli_policy_param(tmp_path, capsys):

@@ -164,10 +164,12 @@ def test_split_random_share_finds_samples_variable_uncertainty_never_asks_for():
         {"budget": 0.1, "window": 0},
         {"budget": 0.1, "min_spend": -0.1},
         {"budget": 0.1, "min_spend": 1.1},
+        {"budget": 0.1, "warmup": -1},
+        {"budget": 0.1, "payback": -1},
     ],
 )
 def test_invalid_base_parameters_raise(name, kwargs):
-    with pytest.raises(ValueError, match=r"budget|window|min_spend"):
+    with pytest.raises(ValueError, match=r"budget|window|min_spend|warmup|payback"):
         POLICIES[name](**kwargs)
 
 
@@ -224,12 +226,34 @@ def test_build_policy_bad_params_raise_config_error(params):
 # -- the warm start ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(POLICIES))
 @pytest.mark.parametrize(("budget", "warmup"), [(0.1, 100), (0.2, 50), (0.05, 100)])
-def test_warm_start_asks_the_first_window_s_labels_up_front_then_waits(name, budget, warmup):
-    p = build_policy(name, budget, seed=0, params={"warmup": warmup})
-    asked = [p.decide_with(0.0, None) if p.uses_prediction else p.decide(0.0) for _ in range(3000)]
+@pytest.mark.parametrize("utility", [0.0, 1.0])
+def test_warm_start_asks_a_seed_set_up_front_and_repays_it(name, budget, warmup, utility):
+    payback = 500
+    p = build_policy(name, budget, seed=0, params={"warmup": warmup, "payback": payback})
+    asked = [p.decide_with(utility, None) if p.uses_prediction else p.decide(utility) for _ in range(3000)]
     seed_set = round(budget * warmup)
     assert asked[:seed_set] == [True] * seed_set  # whatever the utility (0: worth nothing)
-    # ... then nothing until the spending is back under the budget, so the labels come early, not extra
+    # ... then the budget's rate at once (here the floor asks the next sample): no drought after the seed set
+    assert asked[seed_set] is True
+    running = 0
+    for n, ask in enumerate(asked, start=1):
+        running += ask
+        # over every prefix: the budget's share and the part of the seed set not repaid yet (and the
+        # windowed estimate's slack) ...
+        unpaid = seed_set * max(0.0, 1.0 - (n - seed_set) / payback)
+        assert running <= 1.02 * budget * n + unpaid + 2, f"{running} labels in the first {n} samples"
+    # ... so that once it is repaid, the run is within its budget
+    assert sum(asked[: 2 * payback]) <= 1.02 * budget * 2 * payback + 1
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize(("budget", "warmup"), [(0.1, 100), (0.2, 50), (0.05, 100)])
+def test_warm_start_without_payback_asks_early_then_waits(name, budget, warmup):
+    p = build_policy(name, budget, seed=0, params={"warmup": warmup, "payback": 0})
+    asked = [p.decide_with(0.0, None) if p.uses_prediction else p.decide(0.0) for _ in range(3000)]
+    seed_set = round(budget * warmup)
+    assert asked[:seed_set] == [True] * seed_set
+    # ... then nothing until the spending is back under the budget: a ceiling on every prefix
     assert sum(asked[seed_set : int(0.8 * seed_set / budget)]) == 0
     assert sum(asked) <= 1.10 * budget * len(asked)
 

@@ -8,7 +8,7 @@ so every prediction is the one a sample-by-sample run makes (with ``delay=0`` ev
 >>> from streamal.datasets import load
 >>> result = simulate(load("phishing"), budget=0.1, seed=1)  # least confidence, biqf, kNN (the defaults)
 >>> result.n, result.labels_used, round(result.accuracy, 3)
-(1250, 125, 0.86)
+(1250, 125, 0.866)
 """
 
 from __future__ import annotations

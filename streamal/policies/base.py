@@ -9,10 +9,20 @@ learner. In between, the subclass's one hook, :meth:`_ask`, decides.
 **Warm start.** A model with no labels predicts nothing, and with a handful it is wrong about nearly every
 sample, whatever their utilities say; spread one request per ``1 / budget`` samples, as the windowed
 estimate alone would, it stays that way for the first hundreds of samples. So the first
-``budget * warmup`` samples are asked for whatever their utility (a seed set, as pool-based active learning
-starts from); the estimate counts them, so the policy then asks nothing until its spending is back under
-the budget: the labels are spent early, not added (``warmup=0`` turns it off). What it changes on the
-bench is measured in ``docs/benchmarks.md`` ("The warm start").
+``budget * warmup`` samples are asked for whatever their utility: a seed set, as pool-based active learning
+starts from. The seed set is repaid over the next ``payback`` samples: the estimate counts it as if its
+labels had been spread over them, so the policy goes on asking at a little under the budget's rate
+meanwhile instead of asking nothing until the seed set is paid for (which left the model without labels
+for about ``warmup`` samples, and cost accuracy: ``docs/benchmarks.md``). Over the first ``n`` samples it
+asks about ``budget * n`` plus the part of the seed set not yet repaid, at most; a run shorter than
+``payback`` samples may spend up to the seed set more than its budget. ``payback=0`` counts the seed set
+at once, so that the budget is a ceiling on every prefix; ``warmup=0`` turns the warm start off.
+
+>>> from streamal.policies import FixedThreshold
+>>> p = FixedThreshold(budget=0.1, threshold=0.0)          # every utility is worth asking for
+>>> asked = [p.decide(1.0) for _ in range(1000)]
+>>> sum(asked[:10]), sum(asked[:100]), sum(asked[:500]), sum(asked)
+(10, 19, 51, 101)
 
 A policy that needs to know more than the utility has two optional hooks, both called by the
 :class:`~streamal.engine.Engine` only: with ``uses_prediction`` set, the engine decides each sample with
@@ -37,6 +47,10 @@ class Policy(abc.ABC):
     #: samples whose budget is spent up front (a class attribute as well, so that a policy restored from an
     #: older checkpoint, far past its start anyway, has none)
     warmup: int = 0
+    payback: int = 0
+    #: seed-set labels the estimate has not counted yet, and how many it counts per sample
+    _debt: float = 0.0
+    _repay: float = 0.0
 
     def __init__(
         self,
@@ -45,6 +59,7 @@ class Policy(abc.ABC):
         min_spend: float = 0.8,
         seed: int | None = None,
         warmup: int = 100,
+        payback: int = 500,
     ) -> None:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1], got {budget}")
@@ -54,11 +69,14 @@ class Policy(abc.ABC):
             raise ValueError(f"min_spend must be in [0, 1], got {min_spend}")
         if warmup < 0:
             raise ValueError(f"warmup must be non-negative, got {warmup}")
+        if payback < 0:
+            raise ValueError(f"payback must be non-negative, got {payback}")
         self.budget = budget
         self.window = window
         self.min_spend = min_spend
         self.seed = seed
         self.warmup = warmup
+        self.payback = payback
         self._rng = random.Random(seed)
         self._decay = 1.0 - 1.0 / window
         self._asked = 0.0  # decayed count of requests
@@ -74,8 +92,23 @@ class Policy(abc.ABC):
     def decide(self, utility: float) -> bool:
         spent = self._asked / self._seen if self._seen else 0.0  # self.spending, inlined: once per sample
         if self.n_seen < self.warmup and self.n_asked < self.budget * self.warmup:
-            ask = True  # the warm start: the first window's labels, up front
-        elif spent >= self.budget and self.budget < 1.0:
+            # the warm start: the seed set, up front; the estimate counts it as if it had been spread
+            # over the next ``payback`` samples, so the budget's rate goes on meanwhile, a little lower
+            if self.payback:
+                self._debt += 1.0
+                self._repay = self._debt / self.payback
+            else:
+                self._asked = self._asked * self._decay + 1.0
+            self._seen = self._seen * self._decay + 1.0
+            self.n_seen += 1
+            self.n_asked += 1
+            return True
+        if self._debt > 0.0:
+            repaid = min(self._debt, self._repay)
+            self._debt -= repaid
+            self._asked += repaid
+            spent = self._asked / self._seen
+        if spent >= self.budget and self.budget < 1.0:
             ask = False
         elif spent < self.min_spend * self.budget:
             ask = True
