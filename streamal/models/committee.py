@@ -25,6 +25,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from streamal.messages import ClassLabel, Features, Proba
 from streamal.models.base import Model
 from streamal.models.knn import KNNClassifier
@@ -32,13 +34,26 @@ from streamal.models.knn import KNNClassifier
 
 class CommitteeProba(dict[ClassLabel, float]):
     """The committee's consensus ``{class: mean p}``, with ``members``: one row of probabilities per
-    member, in the order of the dict's keys."""
+    member, in the order of the dict's keys.
+
+    A model that computes the members as one array anyway (the torch models) also hands it out as
+    ``members_array`` (``members x classes``, float64, equal to ``members``), which spares the committee
+    strategies converting the rows; ``None`` otherwise, and after unpickling (only ``members`` is kept).
+    """
 
     members: list[list[float]]
+    members_array: np.ndarray | None = None
 
-    def __init__(self, consensus: dict[ClassLabel, float], members: list[list[float]]) -> None:
+    def __init__(
+        self,
+        consensus: dict[ClassLabel, float],
+        members: list[list[float]],
+        members_array: np.ndarray | None = None,
+    ) -> None:
         super().__init__(consensus)
         self.members = members
+        if members_array is not None:
+            self.members_array = members_array
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (dict(self), self.members))

@@ -280,10 +280,10 @@ class TorchMLP(Model):
         if probs.shape[0] == 1:
             return [dict(zip(classes, row, strict=True)) for row in probs[0].tolist()]
         consensus = probs.mean(dim=0).tolist()
-        rows = probs.transpose(0, 1).tolist()
+        stacked = probs.transpose(0, 1).numpy()  # (batch, members, classes), for the committee strategies
         return [
-            CommitteeProba(dict(zip(classes, c, strict=True)), members)
-            for c, members in zip(consensus, rows, strict=True)
+            CommitteeProba(dict(zip(classes, c, strict=True)), members, array)
+            for c, members, array in zip(consensus, stacked.tolist(), stacked, strict=True)
         ]
 
     def learn_one(self, x: Features, y: ClassLabel) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 
@@ -16,6 +18,9 @@ class FeatureSpace:
     A feature a sample lacks is NaN in its row; :meth:`fill` replaces it with a given row of values.
     """
 
+    #: the known features' values of a dict, as a tuple (built again after unpickling an older object)
+    _getter: Callable[[dict[str, float]], tuple[float, ...]] | None = None
+
     def __init__(self) -> None:
         self.names: list[str] = []
         self._key: tuple[str, ...] = ()
@@ -24,10 +29,41 @@ class FeatureSpace:
     def width(self) -> int:
         return len(self.names)
 
+    def _values(self) -> Callable[[dict[str, float]], tuple[float, ...]] | None:
+        getter = self._getter
+        if getter is None and len(self.names) >= 2:  # (one name's itemgetter returns no tuple)
+            getter = self._getter = itemgetter(*self.names)
+        return getter
+
+    def row(self, x: dict[str, float]) -> np.ndarray | None:
+        """``x`` as one row, when it has exactly the known features and none is NaN, so that it needs
+        neither new columns nor :func:`fill_missing` (the fast path of a batch of one); else ``None``."""
+        getter = self._values()
+        if getter is None or len(x) != len(self.names):
+            return None
+        try:
+            values = getter(x)
+        except KeyError:
+            return None
+        total = sum(values)
+        if total != total:  # a NaN (or inf - inf: the general path then decides)
+            return None
+        return np.array(values, dtype=np.float64)
+
     def rows(self, xs: Sequence[dict[str, float]]) -> np.ndarray:
+        getter = self._values()
+        d = len(self.names)
+        if getter is not None and sum(map(len, xs)) == d * len(xs):
+            # the common case, every sample has the known features and no other (as the sizes add up
+            # and every name is found): one C-level lookup per sample
+            try:
+                values = np.fromiter(chain.from_iterable(map(getter, xs)), np.float64, d * len(xs))
+            except KeyError:
+                pass
+            else:
+                return values.reshape(len(xs), d)
         key = self._key
         if all(len(x) == len(key) and tuple(x) == key for x in xs):
-            # the common case: every sample has the same features, in the same order
             return np.array([list(x.values()) for x in xs], dtype=np.float64).reshape(len(xs), len(key))
         known = set(self.names)
         for x in xs:
@@ -36,6 +72,7 @@ class FeatureSpace:
                     known.add(name)
                     self.names.append(name)
         self._key = tuple(self.names)
+        self._getter = None
         nan = math.nan
         names = self.names
         return np.array([[x.get(k, nan) for k in names] for x in xs], dtype=np.float64).reshape(

@@ -57,6 +57,9 @@ class DensityWeighted(Strategy):
         return self._uncertainty.utility(proba)  # without the features: plain margin
 
     def utilities(self, xs: Sequence[Features], probas: Sequence[Proba]) -> list[float]:
+        q = self._space.row(xs[0]) if len(xs) == 1 else None
+        if q is not None:  # one sample (the simulator's batches): the fewest numpy calls
+            return [self._one(q, probas[0])]
         m = self._space.rows(xs)
         width = m.shape[1]
         if self._recent.shape[1] < width:
@@ -64,8 +67,7 @@ class DensityWeighted(Strategy):
             self._weights = np.append(self._weights, np.ones(width - self._weights.shape[0]))
             self._mean = np.append(self._mean, np.zeros(width - self._mean.shape[0]))
         fill_missing(m, self._mean)
-        uncertainty = self._uncertainty.utility
-        out = [uncertainty(p) for p in probas]
+        out = self._uncertainty.utilities(xs, probas)
         n = self._filled
         if n >= 10:
             d2 = squared_distances(m, self._recent[:n], self._weights)
@@ -80,13 +82,63 @@ class DensityWeighted(Strategy):
         self._push(m)
         return out
 
+    def _one(self, q: np.ndarray, p: Proba) -> float:
+        """:meth:`utilities` of one sample whose row ``q`` has the known features (the same operations on
+        one row, without the batch's)."""
+        u = self._uncertainty.utility(p)
+        n = self._filled
+        if n >= 10:
+            diff = self._recent[:n] - q
+            diff *= diff
+            d2 = diff @ self._weights
+            dens = float(np.exp(d2 * (-0.5 / max(q.shape[0], 1))).sum()) / n
+            mean = self._mean_density or dens
+            if len(p) >= 2 and dens < mean:
+                u *= (dens / mean) ** self.beta
+            self._mean_density = mean + (1.0 / self.window) * (dens - mean)
+        self._recent[self._next] = q
+        self._advance(1)
+        return u
+
     def _push(self, m: np.ndarray) -> None:
-        for row in m[-self.window :]:
-            self._recent[self._next] = row
-            self._next = (self._next + 1) % self.window
-            self._filled = min(self._filled + 1, self.window)
-            # refresh the scale as the window fills, then once per turn of the window
-            if self._next == 0 or (self._filled < self.window and self._filled & (self._filled - 1) == 0):
-                window = self._recent[: self._filled]
-                self._weights = inverse_variance(window)
-                self._mean = window.mean(axis=0)
+        """Writes the rows of ``m`` into the window, refreshing its scale where writing them one by one
+        would: only the last such point of a batch counts, as each refresh replaces the previous one."""
+        rows = m[-self.window :]
+        refresh = self._last_refresh(len(rows))
+        if refresh:
+            self._write(rows[:refresh])
+        self._write(rows[refresh:])
+
+    def _last_refresh(self, count: int) -> int:
+        """After how many of the next ``count`` rows (at most a window) the scale is last refreshed (see
+        :meth:`_refreshes`); 0 if it is not."""
+        turn = self.window - self._next  # the row that ends the turn of the window
+        last = turn if turn <= count else 0
+        filling = min(self._filled + count, self.window - 1)  # the window fills: at powers of two
+        if filling > self._filled:
+            power = 1 << (filling.bit_length() - 1)
+            if power > self._filled:
+                last = max(last, power - self._filled)
+        return last
+
+    def _write(self, rows: np.ndarray) -> None:
+        """Rows into the ring from ``_next`` on (at most a window of them), then :meth:`_advance`."""
+        head = min(len(rows), self.window - self._next)
+        self._recent[self._next : self._next + head] = rows[:head]
+        self._recent[: len(rows) - head] = rows[head:]
+        self._advance(len(rows))
+
+    def _advance(self, written: int) -> None:
+        if not written:
+            return
+        self._next = (self._next + written) % self.window
+        self._filled = min(self._filled + written, self.window)
+        if self._refreshes(self._next, self._filled):
+            window = self._recent[: self._filled]
+            self._weights = inverse_variance(window)
+            self._mean = window.mean(axis=0)
+
+    def _refreshes(self, at: int, filled: int) -> bool:
+        """Whether the scale is refreshed once the window holds ``filled`` rows and the next one goes
+        ``at``: as the window fills (at powers of two), then once per turn of it."""
+        return at == 0 or (filled < self.window and filled & (filled - 1) == 0)

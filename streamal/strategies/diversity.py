@@ -17,6 +17,7 @@ stream whose classes drift into new regions needs, and what uncertainty sampling
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -67,10 +68,17 @@ class Diversity(Strategy):
         n = self._filled
         if n == 0:
             return [1.0] * len(xs)
-        m = self._space.rows(xs)
-        self._widen(m.shape[1])
-        fill_missing(m, self._mean)
-        nearest = np.sqrt(squared_distances(m, self._labelled[:n], self._weights).min(axis=1)).tolist()
+        q = self._space.row(xs[0]) if len(xs) == 1 else None
+        if q is not None:  # one sample (the simulator's batches): the fewest numpy calls
+            diff = self._labelled[:n] - q
+            diff *= diff
+            d2 = diff @ self._weights
+            nearest = [math.sqrt(d2[d2.argmin()])]
+        else:
+            m = self._space.rows(xs)
+            self._widen(m.shape[1])
+            fill_missing(m, self._mean)
+            nearest = np.sqrt(squared_distances(m, self._labelled[:n], self._weights).min(axis=1)).tolist()
         out = []
         typical, alpha = self._typical, self.smoothing
         for d in nearest:
