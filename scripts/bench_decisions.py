@@ -2,8 +2,9 @@
 
 A decision is the strategy's utility and the policy's choice, apart from the model (the engine's
 ``decision_seconds``, reported by the bench as ``us_per_decision``). The model's probabilities for a real
-stream are computed once (by the kNN, or by the committee for the committee strategies, a model that
-learns every label), then each combination decides the whole stream as the engine calls it: one sample
+stream are computed once per model, by a model that learns every label: the combination's own (the torch
+combinations of the bench name theirs), else the strategy's default (the kNN, or the committee for the
+committee strategies). Then each combination decides the whole stream as the engine calls it: one sample
 per batch (``streamal simulate`` without a label delay) and 100 per batch (a poll of the service). Every
 label the policy asks for is told to the strategy and the policy, as the engine does. Each figure is the
 best of ``--repeat`` runs.
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 
 from streamal.datasets import Record, load
 from streamal.evaluation import peers
-from streamal.evaluation.bench import BASELINE, COMBOS
+from streamal.evaluation.bench import BASELINE, COMBOS, combo_parts, missing_parts
 from streamal.evaluation.simulate import default_model
 from streamal.messages import Features, Proba
 from streamal.models import build_model
@@ -85,12 +86,13 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
     records = load(args.data, limit=args.limit)
-    probas = {name: scored(records, name) for name in ("knn", "committee")}
     combos = (
-        [(s, p) for s in STRATEGIES for p in POLICIES]
+        [(s, p, "") for s in STRATEGIES for p in POLICIES]
         if args.all
-        else [(c[0], c[1]) for c in COMBOS if c[0] in STRATEGIES and c[1] in POLICIES]
+        else [combo_parts(c) for c in COMBOS if not missing_parts(c)]
     )
+    models = {model or default_model(strategy) for strategy, _, model in combos}
+    probas = {name: scored(records, name) for name in sorted(models)}
     load_before = os.getloadavg()[0]
     n_classes = len({r.label for r in records})
     print(
@@ -99,14 +101,15 @@ def main() -> None:
     )
     print(f"{'strategy / policy':45s} {'batch 1':>8s} {'batch 100':>10s} {'labels':>7s}")
     ones, hundreds = [], []
-    for strategy, policy in combos:
-        p = probas[default_model(strategy)]
+    for strategy, policy, model in combos:
+        p = probas[model or default_model(strategy)]
         one = min(decide(strategy, policy, records, p, 1, args.budget)[0] for _ in range(args.repeat))
         runs = [decide(strategy, policy, records, p, 100, args.budget) for _ in range(args.repeat)]
         hundred = min(r[0] for r in runs)
         ones.append(one)
         hundreds.append(hundred)
-        print(f"{strategy + ' / ' + policy:45s} {one:8.2f} {hundred:10.2f} {runs[0][1]:7d}", flush=True)
+        method = f"{strategy} / {policy}" + (f" / {model}" if model else "")
+        print(f"{method:45s} {one:8.2f} {hundred:10.2f} {runs[0][1]:7d}", flush=True)
     print(f"{'median of the above':45s} {statistics.median(ones):8.2f} {statistics.median(hundreds):10.2f}")
     if args.no_peers or not peers.available():
         return
