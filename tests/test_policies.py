@@ -60,7 +60,21 @@ def test_spending_and_state():
     p.decide(0.1)
     decay = 1 - 1 / 10
     assert p.spending == pytest.approx(decay / (decay + 1))
-    assert p.state() == {"name": "threshold", "budget": 0.25, "spending": p.spending}
+    assert p.state() == {"name": "threshold", "budget": 0.25, "spending": p.spending, "seed_debt": 0.0}
+
+
+def test_state_shows_the_seed_set_not_yet_repaid():
+    p = FixedThreshold(budget=0.1, threshold=0.0, warmup=100, payback=500)
+    for _ in range(10):
+        p.decide(1.0)
+    assert p.spending == 0.0  # the estimate has counted nothing of the seed set yet ...
+    assert p.state()["seed_debt"] == pytest.approx(10.0)  # ... and says so
+    for _ in range(250):
+        p.decide(1.0)
+    assert p.state()["seed_debt"] == pytest.approx(5.0)
+    for _ in range(250):
+        p.decide(1.0)
+    assert p.state()["seed_debt"] == pytest.approx(0.0, abs=1e-9)
 
 
 # -- fixed rate: by rank, not by value -------------------------------------------------------------
@@ -166,6 +180,10 @@ def test_split_random_share_finds_samples_variable_uncertainty_never_asks_for():
         {"budget": 0.1, "min_spend": 1.1},
         {"budget": 0.1, "warmup": -1},
         {"budget": 0.1, "payback": -1},
+        {"budget": 0.1, "payback": "500"},
+        {"budget": 0.1, "payback": 1.5},
+        {"budget": 0.1, "warmup": True},
+        {"budget": 0.1, "window": 10.0},
     ],
 )
 def test_invalid_base_parameters_raise(name, kwargs):

@@ -16,7 +16,10 @@ meanwhile instead of asking nothing until the seed set is paid for (which left t
 for about ``warmup`` samples, and cost accuracy: ``docs/benchmarks.md``). Over the first ``n`` samples it
 asks about ``budget * n`` plus the part of the seed set not yet repaid, at most; a run shorter than
 ``payback`` samples may spend up to the seed set more than its budget. ``payback=0`` counts the seed set
-at once, so that the budget is a ceiling on every prefix; ``warmup=0`` turns the warm start off.
+at once: its labels are spent early, not added (within the estimate's slack), and the policy asks nothing
+more until its spending is back under the budget; ``warmup=0`` turns the warm start off. While the seed
+set is being repaid, :attr:`spending` (the estimate the policy decides on) leaves out the part not yet
+repaid, which :meth:`state` shows as ``seed_debt``.
 
 >>> from streamal.policies import FixedThreshold
 >>> p = FixedThreshold(budget=0.1, threshold=0.0)          # every utility is worth asking for
@@ -63,6 +66,9 @@ class Policy(abc.ABC):
     ) -> None:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must be in (0, 1], got {budget}")
+        for name, value in (("window", window), ("warmup", warmup), ("payback", payback)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number of samples, got {value!r}")
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         if not 0.0 <= min_spend <= 1.0:
@@ -86,7 +92,8 @@ class Policy(abc.ABC):
 
     @property
     def spending(self) -> float:
-        """The windowed fraction of recent samples that were asked for."""
+        """The windowed fraction of recent samples that were asked for, as the policy decides on it: the
+        warm start's seed set counts only as far as it has been repaid (see ``state()["seed_debt"]``)."""
         return self._asked / self._seen if self._seen else 0.0
 
     def decide(self, utility: float) -> bool:
@@ -133,7 +140,7 @@ class Policy(abc.ABC):
 
     def state(self) -> dict[str, Any]:
         """What a dashboard or ``/v1/model`` shows of this policy."""
-        return {"name": self.name, "budget": self.budget, "spending": self.spending}
+        return {"name": self.name, "budget": self.budget, "spending": self.spending, "seed_debt": self._debt}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(budget={self.budget}, window={self.window}, seed={self.seed!r})"
