@@ -100,14 +100,20 @@ def inverse_variance(m: np.ndarray) -> np.ndarray:
     return np.where(var > _EPS, 1.0 / np.maximum(var, _EPS), 1.0)
 
 
+def squared_distances_to(q: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted squared distances between the row ``q`` (d) and the rows of ``z`` (n x d): n."""
+    diff = z - q
+    diff *= diff
+    out: np.ndarray = diff @ w
+    return out
+
+
 def squared_distances(q: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Weighted squared distances between the rows of ``q`` (B x d) and of ``z`` (n x d): B x n."""
     if q.shape[0] == 1:
-        diff = z - q[0]
-        diff *= diff
-        out: np.ndarray = (diff @ w)[None, :]
-        return out
+        one: np.ndarray = squared_distances_to(q[0], z, w)[None, :]
+        return one
     qw = q * w
     d2 = (qw * q).sum(axis=1)[:, None] - 2.0 * (qw @ z.T) + ((z * z) @ w)[None, :]
-    out = np.maximum(d2, 0.0)
+    out: np.ndarray = np.maximum(d2, 0.0)
     return out

@@ -26,7 +26,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from streamal.messages import Features, Proba
-from streamal.strategies._space import FeatureSpace, fill_missing, inverse_variance, squared_distances, widen
+from streamal.strategies._space import (
+    FeatureSpace,
+    fill_missing,
+    inverse_variance,
+    squared_distances,
+    squared_distances_to,
+    widen,
+)
 from streamal.strategies.base import Strategy
 from streamal.strategies.uncertainty import Margin
 
@@ -88,9 +95,7 @@ class DensityWeighted(Strategy):
         u = self._uncertainty.utility(p)
         n = self._filled
         if n >= 10:
-            diff = self._recent[:n] - q
-            diff *= diff
-            d2 = diff @ self._weights
+            d2 = squared_distances_to(q, self._recent[:n], self._weights)
             dens = float(np.exp(d2 * (-0.5 / max(q.shape[0], 1))).sum()) / n
             mean = self._mean_density or dens
             if len(p) >= 2 and dens < mean:

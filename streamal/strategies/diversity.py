@@ -23,7 +23,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from streamal.messages import ClassLabel, Features, Proba
-from streamal.strategies._space import FeatureSpace, fill_missing, squared_distances, widen
+from streamal.strategies._space import (
+    FeatureSpace,
+    fill_missing,
+    squared_distances,
+    squared_distances_to,
+    widen,
+)
 from streamal.strategies.base import Strategy
 
 _EPS = 1e-12
@@ -70,9 +76,7 @@ class Diversity(Strategy):
             return [1.0] * len(xs)
         q = self._space.row(xs[0]) if len(xs) == 1 else None
         if q is not None:  # one sample (the simulator's batches): the fewest numpy calls
-            diff = self._labelled[:n] - q
-            diff *= diff
-            d2 = diff @ self._weights
+            d2 = squared_distances_to(q, self._labelled[:n], self._weights)
             nearest = [math.sqrt(d2[d2.argmin()])]
         else:
             m = self._space.rows(xs)
