@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,20 @@ def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def _all_answered(registry: CollectorRegistry, samples: int) -> Callable[[], bool]:
+    """Whether ``samples`` samples were scored and every label request made was answered and applied."""
+
+    def settled() -> bool:
+        asked = _value(registry, "streamal_label_requests_total")
+        return (
+            _value(registry, "streamal_samples_total") == samples
+            and asked > 0
+            and _value(registry, "streamal_labels_total", outcome="applied") == asked
+        )
+
+    return settled
+
+
 def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str, tmp_path: Path) -> None:
     stream = list(read_file(DATA))
     valid = [m for m in stream if m.key != b"bad"]
@@ -72,15 +87,7 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
         sent = await replay(options, stream, topic_map={"samples": f"{prefix}samples"})
         assert sent == 612
 
-        def settled() -> bool:
-            asked = _value(registry, "streamal_label_requests_total")
-            return (
-                _value(registry, "streamal_samples_total") == 600
-                and asked > 0
-                and _value(registry, "streamal_labels_total", outcome="applied") == asked
-            )
-
-        await _until(settled, 60, "every sample scored and every request answered")
+        await _until(_all_answered(registry, 600), 60, "every sample scored and every request answered")
         # the outcomes other than "applied", and malformed labels, through the labels topic
         answered = next(iter(service.engine.pending._answered))
         label = service.engine.pending._answered[answered]
@@ -385,15 +392,7 @@ def test_windowed_selection_asks_for_samples_of_earlier_batches(broker: Embedded
         oracle = oracle_for(options, prefix, truth, stopping, stats, delay_seconds=0.05)
         await replay(options, stream, topic_map={"samples": f"{prefix}samples"})
 
-        def settled() -> bool:
-            asked = _value(registry, "streamal_label_requests_total")
-            return (
-                _value(registry, "streamal_samples_total") == 400
-                and asked > 0
-                and _value(registry, "streamal_labels_total", outcome="applied") == asked
-            )
-
-        await _until(settled, 60, "every sample scored and every request answered")
+        await _until(_all_answered(registry, 400), 60, "every sample scored and every request answered")
         stopping.set()
         await oracle
         service.stop()
