@@ -6,8 +6,9 @@ stream are computed once per model, by a model that learns every label: the comb
 combinations of the bench name theirs), else the strategy's default (the kNN, or the committee for the
 committee strategies). Then each combination decides the whole stream as the engine calls it: one sample
 per batch (``streamal simulate`` without a label delay) and 100 per batch (a poll of the service). Every
-label the policy asks for is told to the strategy and the policy, as the engine does. Each figure is the
-best of ``--repeat`` runs.
+label the policy asks for is told to the strategy and the policy, as the engine does
+(:func:`streamal.evaluation.overhead.time_decisions`, which the bench calls too). Each figure is the best
+of ``--repeat`` runs.
 
 The peers are timed on the same samples by the bench's own harness (``streamal.evaluation.peers``): for
 scikit-activeml its ``query`` + ``update`` (given the classifier, whose probabilities the harness has
@@ -22,19 +23,20 @@ The machine is shared and noisy: compare figures from one run, and read the load
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
-import time
 from collections.abc import Sequence
 
 from streamal.datasets import Record, load
 from streamal.evaluation import peers
 from streamal.evaluation.bench import BASELINE, COMBOS, combo_parts, missing_parts
+from streamal.evaluation.overhead import time_decisions
 from streamal.evaluation.simulate import default_model
-from streamal.messages import Features, Proba
+from streamal.messages import Proba
 from streamal.models import build_model
-from streamal.policies import POLICIES, build_policy
-from streamal.strategies import STRATEGIES, build_strategy
+from streamal.policies import POLICIES
+from streamal.strategies import STRATEGIES
 
 
 def scored(records: Sequence[Record], model_name: str) -> list[Proba]:
@@ -45,34 +47,6 @@ def scored(records: Sequence[Record], model_name: str) -> list[Proba]:
         out.append(model.predict_proba_one(r.features))
         model.learn_one(r.features, r.label)
     return out
-
-
-def decide(
-    strategy: str, policy: str, records: Sequence[Record], probas: Sequence[Proba], batch: int, budget: float
-) -> tuple[float, int]:
-    """µs per decision over the stream, and the number of labels asked."""
-    s = build_strategy(strategy, seed=0)
-    params = {"threshold": 1.0 - budget} if (strategy, policy) == BASELINE else None
-    p = build_policy(policy, budget, seed=0, params=params)
-    xs: list[Features] = [r.features for r in records]
-    spent, asked = 0.0, 0
-    for start in range(0, len(records), batch):
-        chunk_x, chunk_p = xs[start : start + batch], probas[start : start + batch]
-        # as the engine does it: the predictions are the model's, made before the decisions are timed
-        predictions = [max(q, key=q.__getitem__) if q else None for q in chunk_p]
-        t0 = time.perf_counter()
-        utilities = s.utilities(chunk_x, chunk_p)
-        if p.uses_prediction:
-            asks = list(map(p.decide_with, utilities, predictions))
-        else:
-            asks = list(map(p.decide, utilities))
-        spent += time.perf_counter() - t0
-        for record, ask in zip(records[start : start + batch], asks, strict=True):
-            if ask:
-                asked += 1
-                s.observe_label(record.features, record.label)
-                p.observe_label(record.label)
-    return spent / len(records) * 1e6, asked
 
 
 def main() -> None:
@@ -103,13 +77,17 @@ def main() -> None:
     ones, hundreds = [], []
     for strategy, policy, model in combos:
         p = probas[model or default_model(strategy)]
-        one = min(decide(strategy, policy, records, p, 1, args.budget)[0] for _ in range(args.repeat))
-        runs = [decide(strategy, policy, records, p, 100, args.budget) for _ in range(args.repeat)]
+        params = {"threshold": 1.0 - args.budget} if (strategy, policy) == BASELINE else None
+        decide = functools.partial(
+            time_decisions, strategy, policy, args.budget, records, p, policy_params=params
+        )
+        one = min(decide(batch=1)[0] for _ in range(args.repeat))
+        runs = [decide(batch=100) for _ in range(args.repeat)]
         hundred = min(r[0] for r in runs)
         ones.append(one)
         hundreds.append(hundred)
         method = f"{strategy} / {policy}" + (f" / {model}" if model else "")
-        print(f"{method:45s} {one:8.2f} {hundred:10.2f} {runs[0][1]:7d}", flush=True)
+        print(f"{method:45s} {one:8.2f} {hundred:10.2f} {len(runs[0][1]):7d}", flush=True)
     print(f"{'median of the above':45s} {statistics.median(ones):8.2f} {statistics.median(hundreds):10.2f}")
     if args.no_peers or not peers.available():
         return

@@ -13,9 +13,15 @@ from scipy import stats as scipy_stats
 
 from streamal.cli import main
 from streamal.datasets import Record, load
+from streamal.engine import Engine
 from streamal.evaluation import bench, peers, stats
+from streamal.evaluation.overhead import time_decisions
 from streamal.evaluation.report import summarise
 from streamal.evaluation.simulate import simulate
+from streamal.messages import Label, Proba, Sample
+from streamal.models import build_model
+from streamal.policies import build_policy
+from streamal.strategies import build_strategy
 
 ROW_FIELDS = {
     "dataset",
@@ -45,6 +51,58 @@ def test_batched_simulation_predicts_exactly_as_sample_by_sample(delay):
     assert batched.labels_used == single.labels_used
     assert batched.us_per_decision > 0.0
     assert batched.us_per_decision < batched.us_per_sample
+
+
+@pytest.mark.parametrize(
+    ("data", "strategy", "policy", "batches"),
+    [
+        ("image_segments", "margin", "biqf", (1, 7, 100, 1000)),
+        ("shuttle", "margin", "class_balanced", (1,)),
+        ("image_segments", "diversity", "split", (1,)),
+    ],
+)
+def test_decisions_timed_again_are_the_runs_decisions(data, strategy, policy, batches):
+    # a strategy and a policy that read no labels make the same decisions at any batch size, and every
+    # combination does at the run's batch size (one sample): the replay asks exactly the labels the run
+    # asked, given the run's probabilities (the labels it is told steer the class quota on shuttle's rare
+    # classes, and diversity's labelled set)
+    stream = tuple(load(data, limit=600))
+    engine = Engine(
+        build_model("knn"),
+        build_strategy(strategy, seed=0),
+        build_policy(policy, 0.1, seed=0),
+        clock=lambda: 0.0,
+    )
+    probas: list[Proba] = []
+    run_asked = []
+    for i, record in enumerate(stream):  # as simulate runs it with no label delay
+        [decision] = engine.score([Sample(id=record.id, features=record.features)])
+        probas.append(decision.proba)
+        if decision.queried:
+            run_asked.append(i)
+            engine.learn(Label(id=record.id, label=record.label))
+    assert 40 < len(run_asked) < 80
+    for batch in batches:
+        us, asked = time_decisions(strategy, policy, 0.1, stream, probas, batch=batch)
+        assert asked == run_asked
+        assert us > 0.0
+    with pytest.raises(ValueError, match="batch"):
+        time_decisions(strategy, policy, 0.1, stream, probas, batch=0)
+    with pytest.raises(ValueError, match="probabilities"):
+        time_decisions(strategy, policy, 0.1, stream, probas[1:])
+
+
+def test_simulate_times_the_decisions_in_batches_only_when_asked():
+    plain = simulate(phishing(200), strategy="density_weighted", policy="biqf")
+    assert plain.us_per_decision_batched is None
+    assert plain.decision_batch is None
+    timed = simulate(phishing(200), strategy="density_weighted", policy="biqf", decision_batch=50)
+    assert timed.decision_batch == 50
+    assert timed.us_per_decision_batched is not None
+    assert timed.us_per_decision_batched > 0.0
+    assert timed.hits == plain.hits
+    assert timed.labels_used == plain.labels_used
+    assert {"us_per_decision_batched", "decision_batch"} <= set(timed.summary())
 
 
 def test_a_longer_label_delay_learns_later():
@@ -127,6 +185,8 @@ def test_random_baseline_spends_its_budget_at_random():
     assert row["kind"] == "baseline"
     assert 0.08 <= row["spent"] <= 0.11
     assert set(row) >= ROW_FIELDS
+    assert row["decision_batch"] == 100
+    assert row["us_per_decision_batched"] > 0.0
 
 
 def test_bench_cli_end_to_end(tmp_path):
@@ -280,6 +340,33 @@ def _row(method: str, dataset: str, seed: int, accuracy: float, kind: str = "str
         "kind": kind,
         "budget": 0.1,
     }
+
+
+def test_the_report_names_the_methods_over_the_per_decision_target_on_each_path(tmp_path):
+    from streamal.evaluation.report import _decision_target, _overhead
+
+    def timed(method: str, kind: str, one: float, batched: float | None) -> dict[str, object]:
+        row = _row(method, "a", 0, 0.8, kind) | {"us_per_sample": 80.0, "us_per_decision": one}
+        return row | ({"us_per_decision_batched": batched, "decision_batch": 100} if batched else {})
+
+    rows = [
+        timed("margin / biqf", "streamal", 2.5, 1.5),
+        timed("density_weighted / biqf", "streamal", 17.0, 3.5),
+        timed("qbc_kl / split", "streamal", 7.0, 6.0),
+        timed("random / threshold", "baseline", 1.0, 0.5),
+        timed("skactiveml.Split", "peer", 900.0, None),
+    ]
+    batched, one = _decision_target(rows)
+    assert "in batches of 100" in batched
+    assert "at most 6.0 µs (qbc_kl / split)" in batched
+    assert batched.endswith("above 5 µs: qbc_kl / split 6.0.")
+    assert "skactiveml" not in one  # the target is streamal's
+    assert one.endswith("above 5 µs: qbc_kl / split 7.0, density_weighted / biqf 17.0.")
+    table = "\n".join(_overhead(rows))
+    assert "| skactiveml.Split (peer) | 900.0 | – | 80 |" in table
+    assert "| density_weighted / biqf (streamal) | 17.0 | 3.5 | 80 |" in table
+    assert "in batches of 100" in table
+    assert _decision_target([timed("margin / biqf", "streamal", 2.5, 1.5)])[0].endswith("none.")
 
 
 def test_a_method_that_repeats_one_run_over_its_seeds_is_called_deterministic():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streamal.datasets import Record, load
+from streamal.evaluation.overhead import SERVICE_BATCH
 from streamal.evaluation.simulate import SimulationResult, default_model, simulate
 
 #: the built-in suite: river's offline data sets and the drifting synthetic streams
@@ -166,6 +167,7 @@ def run_task(task: Task) -> dict[str, Any]:
             budget=task.budget,
             delay=task.delay,
             seed=task.seed,
+            decision_batch=SERVICE_BATCH,
         )
         kind = "baseline" if task.is_baseline else "streamal"
     return {
@@ -184,6 +186,9 @@ def run_task(task: Task) -> dict[str, Any]:
         "spent": float(result.spent),
         "us_per_sample": float(result.us_per_sample),
         "us_per_decision": float(result.us_per_decision),
+        # (None for a peer: its API decides one sample at a time)
+        "us_per_decision_batched": result.us_per_decision_batched,
+        "decision_batch": result.decision_batch,
         "curve": result.curve,
     }
 

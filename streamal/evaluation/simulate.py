@@ -22,7 +22,8 @@ from typing import Any
 
 from streamal.datasets import Record
 from streamal.engine import Engine
-from streamal.messages import Label, Sample
+from streamal.evaluation.overhead import time_decisions
+from streamal.messages import Label, Proba, Sample
 from streamal.models import build_model
 from streamal.policies import POLICIES, build_policy
 from streamal.strategies import NEEDS_COMMITTEE, build_strategy
@@ -41,6 +42,10 @@ class SimulationResult:
     us_per_sample: float
     #: time in the strategy and the policy only (the per-decision overhead), per sample
     us_per_decision: float = 0.0
+    #: the same in batches of ``decision_batch`` (the run's samples and probabilities decided again, see
+    #: :mod:`streamal.evaluation.overhead`); ``None`` unless asked for
+    us_per_decision_batched: float | None = None
+    decision_batch: int | None = None
     delay: int = 0
     #: (samples seen, accuracy over the preceding ``curve_step`` samples)
     curve: list[tuple[int, float]] = field(default_factory=list)
@@ -86,12 +91,18 @@ def simulate(
     model_params: dict[str, Any] | None = None,
     samples_per_second: float = 1.0,
     max_batch: int = 256,
+    decision_batch: int | None = None,
 ) -> SimulationResult:
     """Run one strategy and policy over ``records``; see the module's description.
 
     ``samples_per_second`` drives the simulated clock (sample ``i`` arrives at ``i / samples_per_second``),
     which a policy with a ``clock`` (the labels-per-hour rate limit) is given. ``model`` defaults to
     :func:`default_model`; committee and torch models are seeded with ``seed``.
+
+    With ``decision_batch``, the run's samples and the probabilities its model gave them are decided again
+    by a new strategy and policy in batches of that many (the best of three runs; see
+    :func:`~streamal.evaluation.overhead.time_decisions`): ``us_per_decision_batched`` is what a decision
+    costs when the service decides a poll of that many samples at once, whatever the label delay.
     """
     if delay < 0:
         raise ValueError(f"delay must be non-negative, got {delay}")
@@ -113,8 +124,26 @@ def simulate(
         build_policy(policy, budget=budget, seed=seed, params=params),
         clock=clock,
     )
-    hits, elapsed = _run(engine, records, delay, max_batch, position)
+    probas: list[Proba] | None = [] if decision_batch else None
+    hits, elapsed = _run(engine, records, delay, max_batch, position, probas)
     n = len(records)
+    batched = None
+    if decision_batch and probas is not None:
+        params.pop("clock", None)
+        batched = min(
+            time_decisions(
+                strategy,
+                policy,
+                budget,
+                records,
+                probas,
+                batch=decision_batch,
+                seed=seed,
+                policy_params=params,
+                samples_per_second=samples_per_second,
+            )[0]
+            for _ in range(3)
+        )
     return SimulationResult(
         n=n,
         accuracy=sum(hits) / n if n else 0.0,
@@ -126,6 +155,8 @@ def simulate(
         seed=seed,
         us_per_sample=elapsed / n * 1e6 if n else 0.0,
         us_per_decision=engine.decision_seconds / n * 1e6 if n else 0.0,
+        us_per_decision_batched=batched,
+        decision_batch=decision_batch,
         delay=delay,
         curve=learning_curve(hits, curve_step),
         hits=hits,
@@ -133,8 +164,15 @@ def simulate(
 
 
 def _run(
-    engine: Engine, records: Sequence[Record], delay: int, max_batch: int, position: list[int]
+    engine: Engine,
+    records: Sequence[Record],
+    delay: int,
+    max_batch: int,
+    position: list[int],
+    probas: list[Proba] | None = None,
 ) -> tuple[list[bool], float]:
+    """Run ``records`` through ``engine``; whether each prediction was right, and the seconds taken. The
+    probabilities of the samples are appended to ``probas`` when it is given."""
     due: deque[tuple[int, Label]] = deque()  # (index of the sample before which it arrives, label)
     hits: list[bool] = []
     n = len(records)
@@ -154,6 +192,8 @@ def _run(
             zip(chunk, score([Sample(id=r.id, features=r.features) for r in chunk]), strict=True)
         ):
             hits.append(decision.prediction == record.label)
+            if probas is not None:
+                probas.append(decision.proba)
             if decision.queried:
                 due.append((i + j + 1 + delay, Label(id=record.id, label=record.label)))
         i = end
