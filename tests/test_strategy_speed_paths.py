@@ -1,10 +1,11 @@
 """The fast paths of the strategies give the utilities of the plain formulas.
 
 A decision must cost a few µs (``scripts/bench_decisions.py``), so the committee strategies score a batch
-with numpy (and BALD one sample by a quicker formula), and density and diversity have a path for a batch
-of one and a vectorised window. Here each path is held against the formula it replaced, written out
-plainly (the code before the fast paths), on random committees and streams: to 1e-12, and to the last bit
-where utilities pile up and tie (near 0 and 1), which is what leaves every decision of a replay unchanged.
+with numpy (and BALD, and KL divergence given the members' array, one sample by a quicker formula), and
+density and diversity have a path for a batch of one and a vectorised window. Here each path is held
+against the formula it replaced, written out plainly (the code before the fast paths), on random
+committees and streams: to 1e-12, and to the last bit where utilities pile up and tie (near 0 and 1),
+which is what leaves every decision of a replay unchanged.
 """
 
 # mypy: disallow-untyped-defs=False, disallow-incomplete-defs=False
@@ -25,7 +26,7 @@ from streamal.messages import ClassLabel, Features, Proba
 from streamal.models import CommitteeProba
 from streamal.strategies import BALD, DensityWeighted, Diversity, KLDivergence, VoteEntropy
 from streamal.strategies._space import FeatureSpace, fill_missing, inverse_variance, squared_distances, widen
-from streamal.strategies.committee import BATCH, EDGE
+from streamal.strategies.committee import BATCH, EDGE, QUICK_FROM, quick_information
 
 TOLERANCE = 1e-12
 SETTINGS = settings(max_examples=60, derandomize=True, deadline=None)
@@ -153,11 +154,12 @@ def test_committee_batch_one_sample_and_plain_formula_agree(cls, batch):
     s = cls()
     plain = [PLAIN[cls](p) for p in batch]
     one = [s.utility(p) for p in batch]
-    if cls is BALD:  # one sample by a quick formula: the plain one near the edges
-        assert_agree(one, plain)
-        assert [s._formula(p) if len(p) >= 2 else 1.0 for p in batch] == plain
-    else:  # one sample by the formula itself, to the last bit
+    assert [s._formula(p) if len(p) >= 2 else 1.0 for p in batch] == plain  # the reference, to the last bit
+    if cls is VoteEntropy:  # one sample by the formula itself
         assert one == plain
+    else:  # one sample by a quick formula (BALD; qbc_kl given the members' array), the plain one near 0, 1
+        assert_agree(one, plain)
+    assert [s.utilities([{}], [p])[0] for p in batch] == one  # a batch of one, the simulator's
     assert_agree(s.utilities([{}] * len(batch), batch), plain)
     # and without the members' arrays (a proba that was pickled)
     lists = [CommitteeProba(dict(p), p.members) if isinstance(p, CommitteeProba) else p for p in batch]
@@ -194,12 +196,59 @@ def test_committee_edge_cases_agree(cls):
         CommitteeProba(
             {"a": 1 / 42, "b": 41 / 42}, [[1 / 42, 41 / 42], [0.0238095238095238, 0.9761904761904762]]
         ),
+        # committees of at least QUICK_FROM probabilities: one-hot, agreeing, and split with zeros
+        CommitteeProba(dict.fromkeys("abcd", 0.25), np.eye(4).tolist()),
+        CommitteeProba(dict(zip("abcd", [0.1, 0.2, 0.3, 0.4], strict=True)), [[0.1, 0.2, 0.3, 0.4]] * 5),
+        CommitteeProba(
+            dict.fromkeys("abcd", 0.25),
+            [[0.5, 0.5, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 0.0, 0.5]],
+        ),
     ]
-    batch = cases * 2
+    # and each committee with its members' array, as the torch models hand them out (numpy's quick path)
+    arrays: list[Proba] = [
+        CommitteeProba(
+            dict(p), p.members, np.array(p.members, dtype=np.float64).reshape(len(p.members), len(p))
+        )
+        for p in cases
+        if isinstance(p, CommitteeProba)
+    ]
+    assert sum(len(p) * len(getattr(p, "members", ())) >= QUICK_FROM for p in cases) == 3
+    batch = (cases + arrays) * 2
     plain = [PLAIN[cls](p) for p in batch]
-    assert [s.utility(p) for p in batch] == plain
+    one = [s.utility(p) for p in batch]
+    if cls is VoteEntropy:  # the formula itself
+        assert one == plain
+    else:  # a quick formula inside (0, 1), the formula at the edges
+        assert_agree(one, plain)
+    assert [s.utilities([{}], [p])[0] for p in batch] == one
     assert s.utilities([{}] * len(batch), batch) == plain
     assert s.utilities([], []) == []
+
+
+@SETTINGS
+@given(shape=st.tuples(st.integers(2, 6), st.integers(2, 7)), data=st.data())
+def test_quick_information_is_the_kl_formula_from_the_rows_and_from_the_array(shape, data):
+    p = data.draw(probas(shape))
+    n, k = shape
+    rows = CommitteeProba(dict(p), p.members)
+    array = CommitteeProba(dict(p), p.members, np.array(p.members, dtype=np.float64).reshape(n, k))
+    for q in (rows, array):
+        assert quick_information(q) == pytest.approx(plain_kl(p), abs=TOLERANCE, rel=0)
+
+
+def test_quick_information_leaves_to_the_formula_what_it_cannot_take():
+    """NaN (which no policy band holds, so the formula decides) past 512 terms, where a product of powers
+    could leave the floats' range, and for a negative "probability" (numpy warns of it in an array)."""
+    big = CommitteeProba({"a": 0.25, "b": 0.75}, [[0.25, 0.75], [0.3, 0.7], [0.2, 0.8]] * 100)
+    bad = CommitteeProba({"a": 0.5, "b": 0.5}, [[1.25, -0.25], [-0.25, 1.25]])
+    with pytest.warns(RuntimeWarning, match="invalid value"):
+        bad_array = quick_information(CommitteeProba(dict(bad), bad.members, np.array(bad.members)))
+    assert math.isnan(bad_array)
+    for p in (big, bad, CommitteeProba({"a": math.nan, "b": 0.5}, [[0.5, 0.5], [0.5, 0.5]])):
+        assert math.isnan(quick_information(p))
+        assert KLDivergence().utility(p) == plain_kl(p)
+        assert BALD().utility(p) == plain_bald(p)
+    assert math.isnan(quick_information({"a": -0.5, "b": 1.5}))
 
 
 def test_a_committee_proba_pickles_its_members_and_not_their_array():
@@ -215,7 +264,8 @@ def test_the_torch_committees_hand_out_their_members_array():
     pytest.importorskip("torch")
     from streamal.models import build_model
 
-    model = build_model("torch_mc_dropout", {"hidden": 8, "mc_passes": 4})
+    # passes x 2 classes: qbc_kl's quick path for one sample
+    model = build_model("torch_mc_dropout", {"hidden": 8, "mc_passes": QUICK_FROM // 2})
     for i in range(20):
         model.learn_one({"x": i / 10, "y": -i / 10}, "ab"[i % 3 == 0])
     batch = model.predict_proba_many([{"x": i / 7, "y": 1.0} for i in range(2 * BATCH)])
@@ -223,8 +273,10 @@ def test_the_torch_committees_hand_out_their_members_array():
         assert isinstance(p, CommitteeProba)
         assert p.members_array is not None
         assert p.members_array.tolist() == p.members
-    s = BALD()
-    assert s.utilities([{}] * len(batch), batch) == pytest.approx([plain_bald(p) for p in batch], abs=1e-12)
+    plain = [plain_bald(p) for p in batch]
+    for s in (BALD(), KLDivergence()):  # (on a committee the two are one quantity)
+        assert s.utilities([{}] * len(batch), batch) == pytest.approx(plain, abs=1e-12)
+        assert [s.utilities([{}], [p])[0] for p in batch] == pytest.approx(plain, abs=1e-12)
 
 
 # -- the feature space --------------------------------------------------------------------------------
@@ -423,4 +475,4 @@ def test_kl_formula_batch_is_the_formula_to_the_bit():
     vectorised = [
         strategy._formula_batch([p], np.array([list(p.values())]), np.array([p.members]))[0] for p in probas
     ]
-    assert vectorised == [strategy._utility(p) for p in probas]
+    assert vectorised == [strategy._formula(p) for p in probas]

@@ -22,23 +22,24 @@ entropy of ``proba``, as the committee strategies do.
 >>> round(BALD().utility({"a": 0.5, "b": 0.5}), 3)             # no committee: the entropy
 1.0
 
-One sample is scored quickly in Python, a batch with numpy (as the committee strategies are,
-:class:`~streamal.strategies.committee.CommitteeStrategy`), both to about 1e-15, and by the formula
-(``math.fsum`` throughout) within ``EDGE`` of 0 or 1, where ties make the last bit count.
+One sample is scored quickly, by :func:`~streamal.strategies.committee.quick_information` (the consensus
+``proba`` is the members' mean, so the information is the one ``qbc_kl`` measures; each entropy is one log
+of a product, the members' by numpy when the model hands out their array), a batch with numpy (as the
+committee strategies are, :class:`~streamal.strategies.committee.CommitteeStrategy`), both to about
+1e-15, and by the formula (``math.fsum`` throughout) within ``EDGE`` of 0 or 1, where ties make the last
+bit count.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from itertools import chain
-from math import fsum, log, pow, prod
+from math import fsum, log
 from operator import mul
 
 import numpy as np
 
 from streamal.messages import Proba
-from streamal.strategies.committee import EDGE, CommitteeStrategy, neg_entropies
+from streamal.strategies.committee import EDGE, CommitteeStrategy, neg_entropies, quick_information
 
 
 class BALD(CommitteeStrategy):
@@ -46,10 +47,6 @@ class BALD(CommitteeStrategy):
 
     name = "bald"
     _reads_consensus = False
-
-    def _utility(self, proba: Proba) -> float:
-        u = self._quick(proba)
-        return u if EDGE < u < 1.0 - EDGE else self._formula(proba)
 
     def _formula(self, proba: Proba) -> float:
         k = len(proba)
@@ -61,27 +58,15 @@ class BALD(CommitteeStrategy):
         information = _entropy(mean) - fsum(map(_entropy, members)) / n
         return min(1.0, max(0.0, information / math.log(min(n, k))))
 
-    def _quick(self, proba: Proba) -> float:
-        """:meth:`_formula` to about 1e-15: plain sums, and each entropy as one log of a product."""
-        k = len(proba)
-        members: list[list[float]] | None = getattr(proba, "members", None)
-        if not members or len(members) < 2:
-            return min(1.0, max(0.0, _quick_entropy([proba.values()], k) / math.log(k)))
-        n = len(members)
-        mean = [sum(column) / n for column in zip(*members, strict=True)]
-        information = _quick_entropy([mean], k) - _quick_entropy(members, n * k) / n
-        return min(1.0, max(0.0, information / math.log(min(n, k))))
+    def _utility(self, proba: Proba) -> float:
+        u = quick_information(proba)  # (the consensus proba is the members' mean)
+        return u if EDGE < u < 1.0 - EDGE else self._formula(proba)
 
     def _quick_batch(self, consensus: np.ndarray | None, members: np.ndarray) -> np.ndarray:
         b, n, k = members.shape
         information = neg_entropies(members.reshape(b, n * k)) / n - neg_entropies(members.sum(axis=1) / n)
         out: np.ndarray = np.clip(information / math.log(min(n, k)), 0.0, 1.0)
         return out
-
-    def _formula_batch(
-        self, probas: list[Proba], consensus: np.ndarray | None, members: np.ndarray
-    ) -> np.ndarray:
-        return np.array([self._formula(p) for p in probas], dtype=np.float64)
 
 
 def _entropy(ps: list[float]) -> float:
@@ -91,18 +76,3 @@ def _entropy(ps: list[float]) -> float:
     except ValueError:  # a p <= 0
         h = math.nan
     return h if h == h else -fsum(p * log(p) for p in ps if p > 0.0)
-
-
-def _quick_entropy(rows: Collection[Collection[float]], count: int) -> float:
-    """``-sum p log p`` over the ``p > 0`` of ``rows`` (``count`` probabilities in all), as
-    ``-log prod p**p`` (``0**0`` is 1): one log instead of one per term, which is what the sum costs in
-    Python, equal to it within a few ulps per term; the sum where the product could lose its precision
-    (past 512 terms) or leave (0, 1]."""
-    if count <= 512:
-        try:
-            q = prod(map(pow, chain.from_iterable(rows), chain.from_iterable(rows)))
-        except ValueError:  # pow of a negative number: not a probability
-            q = 0.0
-        if q > 0.0:
-            return -log(q)
-    return -fsum(p * log(p) for p in chain.from_iterable(rows) if p > 0.0)
