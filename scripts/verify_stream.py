@@ -1,7 +1,8 @@
 """Acceptance check: a labelled stream of yours through `streamal run`, driven by an independent client.
 
 It starts the embedded broker and `streamal run` (defaults, except bootstrap servers, budget, HTTP port,
-checkpoint dir and, with ``--model`` and ``--model-params``, ``STREAMAL_MODEL__NAME`` and ``__PARAMS``),
+checkpoint dir and, with ``--model``, ``--model-params``, ``--strategy`` and ``--policy``,
+``STREAMAL_MODEL__NAME``, ``__PARAMS``, ``STREAMAL_STRATEGY__NAME`` and ``STREAMAL_POLICY__NAME``),
 then, with confluent-kafka (librdkafka, not our aiokafka code):
 
 * produces every row of ``--data`` to ``samples`` in file order, with ``--malformed`` broken samples and
@@ -11,8 +12,9 @@ then, with confluent-kafka (librdkafka, not our aiokafka code):
 
 It prints: predictions received per sample, the label-request rate against the budget, prequential
 accuracy over the whole stream and over its last third (predictions against the file's labels, in file
-order), ``labels_learned`` from ``/v1/model`` against the labels sent, and dead letters against the
-malformed messages mixed in.
+order), ``labels_learned`` from ``/v1/model`` against the labels sent, dead letters against the malformed
+messages mixed in, and the service's per-decision overhead (``streamal_decision_seconds_total`` over
+``streamal_samples_total``, scraped from ``/metrics``).
 
     .venv/bin/python scripts/verify_stream.py --data my_stream.csv --target label [--budget 0.1] \\
         [--model torch_mlp]
@@ -32,6 +34,7 @@ import urllib.request
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamal.broker import EmbeddedBroker, free_port
 from streamal.datasets import load
@@ -45,6 +48,16 @@ BAD_SAMPLES = [
     b'{"id": 7, "features": {}}',
 ]
 BAD_LABELS = [b"{oops", b'{"id": "x"}', b'{"id": "x", "label": 1.5}', b'{"id": "x", "label": null}']
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The unlabelled samples of a Prometheus text exposition, by name."""
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(_get(url))
+        for sample in family.samples
+        if not sample.labels
+    }
 
 
 def _get(url: str) -> Any:
@@ -65,6 +78,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--model", help="the service's model.name (STREAMAL_MODEL__NAME; default: knn)")
     parser.add_argument("--model-params", help="the model's parameters as JSON, e.g. '{\"steps\": 8}'")
+    parser.add_argument("--strategy", help="the service's strategy.name (default: least_confidence)")
+    parser.add_argument("--policy", help="the service's policy.name (default: biqf)")
     args = parser.parse_args()
 
     records = load(args.data, target=args.target)
@@ -88,6 +103,10 @@ def main() -> int:
             env["STREAMAL_MODEL__NAME"] = args.model
         if args.model_params:
             env["STREAMAL_MODEL__PARAMS"] = args.model_params
+        if args.strategy:
+            env["STREAMAL_STRATEGY__NAME"] = args.strategy
+        if args.policy:
+            env["STREAMAL_POLICY__NAME"] = args.policy
         log = tempfile.NamedTemporaryFile(prefix="streamal-verify-", suffix=".log", delete=False)  # noqa: SIM115
         service = subprocess.Popen([sys.executable, "-m", "streamal", "run"], env=env, stdout=log, stderr=log)
         producer = Producer({"bootstrap.servers": bs, "linger.ms": 5})
@@ -172,6 +191,7 @@ def main() -> int:
             producer.flush(10)
             time.sleep(1.0)
             model = _get(f"http://127.0.0.1:{port}/v1/model")
+            scraped = _scrape(f"http://127.0.0.1:{port}/metrics")
         finally:
             requests.close()
             outputs.close()
@@ -183,7 +203,7 @@ def main() -> int:
     asked = model["label_requests"]
     print(
         f"stream: {args.data} ({n} samples, {len(set(truth.values()))} classes), budget {args.budget}, "
-        f"model {model['model']}"
+        f"model {model['model']}, strategy {model.get('strategy')}, policy {model['policy']['name']}"
     )
     print(
         f"samples with a prediction: {len(predictions)} of {n} "
@@ -205,6 +225,15 @@ def main() -> int:
         f"malformed mixed in: {bad_sent} samples + {bad_sent} labels; dead letters: {len(dead)} "
         f"({with_error} with an error header)"
     )
+    scored, deciding = (
+        scraped.get("streamal_samples_total", 0.0),
+        scraped.get("streamal_decision_seconds_total"),
+    )
+    if scored and deciding is not None:
+        print(
+            f"per-decision overhead in the service (strategy + policy, from /metrics): "
+            f"{deciding / scored * 1e6:.2f} µs per sample over {scored:.0f} samples"
+        )
     print(f"service exit code after SIGTERM: {code}; log: {log.name}")
     return 0
 

@@ -113,6 +113,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.decision_seconds = Counter(
+            "streamal_decision_seconds",
+            "Seconds spent in the query strategy and the policy, apart from the model: the per-decision "
+            "overhead (its rate over streamal_samples_total's is the overhead per sample).",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "streamal_batch_size_messages",
             "Records per fetched batch.",

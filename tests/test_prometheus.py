@@ -218,6 +218,9 @@ def test_prometheus_scrapes_the_service_and_promql_agrees_with_what_it_did(
                         "streamal_processing_seconds_count", stage="score"
                     ),
                     'streamal_budget_ratio{job="streamal"}': settings.policy.budget,
+                    'streamal_decision_seconds_total{job="streamal"}': counted(
+                        "streamal_decision_seconds_total"
+                    ),
                 }
 
                 async def agrees() -> bool:
@@ -241,6 +244,14 @@ def test_prometheus_scrapes_the_service_and_promql_agrees_with_what_it_did(
                 throughput = await prom.value('sum(rate(streamal_samples_total{job="streamal"}[1m]))')
                 assert throughput is not None
                 assert throughput > 0
+                overhead = await prom.value(
+                    'sum(rate(streamal_decision_seconds_total{job="streamal"}[1m])) '
+                    '/ sum(rate(streamal_samples_total{job="streamal"}[1m]))'
+                )
+                assert overhead is not None
+                assert (
+                    overhead > 0
+                )  # the strategy and the policy's seconds per sample, as the dashboard shows
                 lag = await prom.query('sum by (topic) (streamal_consumer_lag_messages{job="streamal"})')
                 assert f"{prefix}samples" in {r["metric"]["topic"] for r in lag}
                 accuracy = await prom.value('streamal_prequential_accuracy_ratio{job="streamal"}')

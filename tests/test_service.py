@@ -188,6 +188,7 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
         "streamal_prequential_accuracy_ratio",
         "streamal_processing_seconds_bucket",
         "streamal_consumer_lag_messages",
+        "streamal_decision_seconds_total",
     ):
         assert name in seen["metrics"]
     assert (tmp_path / "ckpt" / "checkpoint.bin").exists()

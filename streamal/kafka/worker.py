@@ -346,8 +346,10 @@ class Worker:
         for label in labels:
             metrics.labels.labels(engine.learn(label).value).inc()
         t2 = time.perf_counter()
+        deciding = engine.decision_seconds
         decisions = engine.score(samples)
         t3 = time.perf_counter()
+        metrics.decision_seconds.inc(engine.decision_seconds - deciding)
         requests = 0
         pred_topic, req_topic = topics.predictions, topics.label_requests
         pred_parts = await outbox.partitions_of(pred_topic)
