@@ -358,10 +358,10 @@ def test_the_report_names_the_methods_over_the_per_decision_target_on_each_path(
     ]
     batched, one = _decision_target(rows)
     assert "in batches of 100" in batched
-    assert "at most 6.0 µs (qbc_kl / split)" in batched
-    assert batched.endswith("above 5 µs: qbc_kl / split 6.0.")
+    assert "at most 6.00 µs (qbc_kl / split)" in batched
+    assert batched.endswith("above 5 µs: qbc_kl / split 6.00.")
     assert "skactiveml" not in one  # the target is streamal's
-    assert one.endswith("above 5 µs: qbc_kl / split 7.0, density_weighted / biqf 17.0.")
+    assert one.endswith("above 5 µs: qbc_kl / split 7.00, density_weighted / biqf 17.00.")
     table = "\n".join(_overhead(rows))
     assert "| skactiveml.Split (peer) | 900.0 | – | 80 |" in table
     assert "| density_weighted / biqf (streamal) | 17.0 | 3.5 | 80 |" in table

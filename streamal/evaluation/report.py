@@ -239,8 +239,8 @@ def _decision_target(rows: Sequence[Row]) -> list[str]:
         over = sorted((m for m, v in medians.items() if v > DECISION_TARGET_US), key=medians.__getitem__)
         lines.append(
             f"- Per-decision overhead (strategy + policy, median of each method's runs) {path}: at most "
-            f"{medians[worst]:.1f} µs ({worst}); above {DECISION_TARGET_US:g} µs: "
-            + (", ".join(f"{m} {medians[m]:.1f}" for m in over) if over else "none")
+            f"{medians[worst]:.2f} µs ({worst}); above {DECISION_TARGET_US:g} µs: "
+            + (", ".join(f"{m} {medians[m]:.2f}" for m in over) if over else "none")
             + "."
         )
     return lines
