@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -237,18 +238,56 @@ def test_quick_information_is_the_kl_formula_from_the_rows_and_from_the_array(sh
 
 
 def test_quick_information_leaves_to_the_formula_what_it_cannot_take():
-    """NaN (which no policy band holds, so the formula decides) past 512 terms, where a product of powers
-    could leave the floats' range, and for a negative "probability" (numpy warns of it in an array)."""
+    """NaN (which no policy band holds, so the formula decides) past 512 terms, where the product's rounding
+    errors add up, for a negative "probability" (numpy warns of it in an array) and for fewer than two
+    classes; KL and BALD then score the formula's value, from the rows and from the array alike."""
     big = CommitteeProba({"a": 0.25, "b": 0.75}, [[0.25, 0.75], [0.3, 0.7], [0.2, 0.8]] * 100)
     bad = CommitteeProba({"a": 0.5, "b": 0.5}, [[1.25, -0.25], [-0.25, 1.25]])
+    nan = CommitteeProba({"a": math.nan, "b": 0.5}, [[0.5, 0.5], [0.5, 0.5]])
+    for p in (big, bad, nan):
+        with_array = CommitteeProba(dict(p), p.members, np.array(p.members, dtype=np.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # (numpy's, for the negative "probability")
+            quick = [quick_information(p), quick_information(with_array)]
+            kl = [KLDivergence().utility(p), KLDivergence().utility(with_array)]
+            bald = [BALD().utility(p), BALD().utility(with_array)]
+        assert all(math.isnan(q) for q in quick)
+        assert kl == [plain_kl(p)] * 2
+        assert bald == [plain_bald(p)] * 2
     with pytest.warns(RuntimeWarning, match="invalid value"):
-        bad_array = quick_information(CommitteeProba(dict(bad), bad.members, np.array(bad.members)))
-    assert math.isnan(bad_array)
-    for p in (big, bad, CommitteeProba({"a": math.nan, "b": 0.5}, [[0.5, 0.5], [0.5, 0.5]])):
-        assert math.isnan(quick_information(p))
-        assert KLDivergence().utility(p) == plain_kl(p)
-        assert BALD().utility(p) == plain_bald(p)
+        quick_information(CommitteeProba(dict(bad), bad.members, np.array(bad.members)))
     assert math.isnan(quick_information({"a": -0.5, "b": 1.5}))
+    few: list[Proba] = [{"a": 1.0}, {}, CommitteeProba({"a": 1.0}, [[1.0], [1.0]])]
+    for one in few:
+        assert math.isnan(quick_information(one))
+
+
+def test_quick_information_reads_the_rows_of_an_array_that_is_not_float64():
+    # a float32 array is within 1e-8 of the rows, not 1e-15: the rows decide
+    rows = [[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4]]
+    consensus: dict[ClassLabel, float] = {c: math.fsum(r[j] for r in rows) / 3 for j, c in enumerate("abc")}
+    plain = quick_information(CommitteeProba(consensus, rows))
+    assert quick_information(CommitteeProba(consensus, rows, np.array(rows, dtype=np.float32))) == plain
+    assert quick_information(CommitteeProba(consensus, rows, np.array(rows))) == pytest.approx(
+        plain, abs=1e-15
+    )
+
+
+@pytest.mark.parametrize("name", ["committee", "torch_mc_dropout", "torch_ensemble"])
+def test_every_committee_model_hands_out_its_members_mean_as_the_consensus(name):
+    # BALD scores one sample from the consensus (quick_information): it must be the members' mean
+    if name.startswith("torch_"):
+        pytest.importorskip("torch")
+    from streamal.models import build_model
+
+    model = build_model(name, {"seed": 1} if name == "committee" else {"hidden": 8, "seed": 1})
+    for i in range(60):
+        model.learn_one({"x": i / 10, "y": (i % 7) / 3}, "abc"[i % 3])
+    probas = model.predict_proba_many([{"x": i / 9, "y": (i % 5) / 2} for i in range(40)])
+    for p in probas:
+        assert isinstance(p, CommitteeProba)
+        for j, value in enumerate(p.values()):
+            assert value == pytest.approx(math.fsum(r[j] for r in p.members) / len(p.members), abs=1e-15)
 
 
 def test_a_committee_proba_pickles_its_members_and_not_their_array():

@@ -34,7 +34,8 @@ from streamal.models.knn import KNNClassifier
 
 class CommitteeProba(dict[ClassLabel, float]):
     """The committee's consensus ``{class: mean p}``, with ``members``: one row of probabilities per
-    member, in the order of the dict's keys.
+    member, in the order of the dict's keys. The consensus must be the members' mean (to rounding): BALD
+    scores one sample from it (``tests/test_strategy_speed_paths.py`` holds every committee model to it).
 
     A model that computes the members as one array anyway (the torch models) also hands it out as
     ``members_array`` (``members x classes``, float64, equal to ``members``), which spares the committee

@@ -82,11 +82,14 @@ def quick_information(proba: Proba) -> float:
     H(p_m)``, over ``log min(members, classes)``, in [0, 1] (with no committee, the normalised ``H(proba)``):
     :meth:`KLDivergence._formula` to about 1e-15. Each entropy is ``-log prod p**p`` (``0**0`` is 1), one
     log instead of one per term, which is what a sum costs in Python, within a few ulps per term; the
-    members' product by numpy when the model handed out their array (the torch models). NaN, for the
-    formula to decide, where a product is not positive (a ``p < 0``, with a warning from numpy on an array)
-    or has more than 512 terms (where it could leave the floats' range)."""
+    members' product by numpy when the model handed out their array (the torch models; float64, else the
+    rows are read). NaN, for the formula to decide, for fewer than two classes, where a product is not
+    positive (a ``p < 0``, with a warning from numpy on an array) and past 512 terms, where the product's
+    rounding errors add up beyond the sum's."""
     values = proba.values()
     k = len(values)
+    if k < 2:
+        return math.nan
     try:
         q = prod(map(pow, values, values))
     except ValueError:  # pow of a negative number: not a probability
@@ -96,7 +99,7 @@ def quick_information(proba: Proba) -> float:
         return min(1.0, max(0.0, -log(q) / log(k))) if q > 0.0 and k <= 512 else math.nan
     n = len(members)
     array: np.ndarray | None = getattr(proba, "members_array", None)
-    if array is not None:
+    if array is not None and array.dtype == np.float64:
         q_members = float(_product(np.power(array, array), None)) if array.size <= 512 else 0.0
     elif n * k <= 512:
         flat = list(chain.from_iterable(members))
@@ -111,6 +114,7 @@ def quick_information(proba: Proba) -> float:
     return math.nan
 
 
+#: the product of all of an array's values (the ufunc's own reduce: ``np.prod`` adds a µs of Python around it)
 _product = np.multiply.reduce
 
 
