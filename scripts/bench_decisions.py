@@ -1,7 +1,8 @@
 """Per-decision overhead of every strategy x policy, and of the peers, in µs per sample.
 
 A decision is the strategy's utility and the policy's choice, apart from the model (the engine's
-``decision_seconds``, reported by the bench as ``us_per_decision``). The model's probabilities for a real
+``decision_seconds``, reported by the bench as ``us_per_decision`` as its run decided the samples, and as
+``us_per_decision_batched`` decided again in batches of 100). The model's probabilities for a real
 stream are computed once per model, by a model that learns every label: the combination's own (the torch
 combinations of the bench name theirs), else the strategy's default (the kNN, or the committee for the
 committee strategies). Then each combination decides the whole stream as the engine calls it: one sample

@@ -44,6 +44,16 @@ class Decision(NamedTuple):
     ts: float
 
 
+def ask_each(
+    policy: Policy, utilities: Sequence[float], predictions: Sequence[ClassLabel | None]
+) -> list[bool]:
+    """The policy's decision on each utility of a batch, in order (given the sample's predicted class too,
+    for a policy that reads it)."""
+    if policy.uses_prediction:
+        return list(map(policy.decide_with, utilities, predictions))
+    return list(map(policy.decide, utilities))
+
+
 class Engine:
     """Model → strategy → policy for samples; pending request → model update for labels."""
 
@@ -111,12 +121,9 @@ class Engine:
         policy = self.policy
         started = perf_counter()
         utilities = self.strategy.utilities(xs, probas)
-        if self.selector is not None:
-            asks = [False] * len(samples)
-        elif policy.uses_prediction:
-            asks = list(map(policy.decide_with, utilities, predictions))
-        else:
-            asks = list(map(policy.decide, utilities))
+        asks = (
+            [False] * len(samples) if self.selector is not None else ask_each(policy, utilities, predictions)
+        )
         self.decision_seconds += perf_counter() - started
         out = []
         for sample, proba, prediction, utility, queried in zip(

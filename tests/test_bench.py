@@ -92,6 +92,23 @@ def test_decisions_timed_again_are_the_runs_decisions(data, strategy, policy, ba
         time_decisions(strategy, policy, 0.1, stream, probas[1:])
 
 
+def test_the_rate_limit_is_replayed_on_the_simulated_clock():
+    # 600 samples at one a second are 10 minutes: 360 labels an hour allow about 60 of them (with the wall
+    # clock, the replay's few milliseconds would allow one)
+    stream = phishing(600)
+    probas: list[Proba] = [{True: 0.5, False: 0.5}] * 600
+    limit = {"labels_per_hour": 360}
+    for batch in (1, 100):
+        _, asked = time_decisions(
+            "margin", "rate_limit", 0.5, stream, probas, batch=batch, policy_params=limit
+        )
+        assert 55 <= len(asked) <= 61
+    _, asked = time_decisions(
+        "margin", "rate_limit", 0.5, stream, probas, policy_params=limit | {"clock": lambda: 0.0}
+    )
+    assert len(asked) == 10  # a clock given in the parameters is kept: stopped, it allows the burst alone
+
+
 def test_simulate_times_the_decisions_in_batches_only_when_asked():
     plain = simulate(phishing(200), strategy="density_weighted", policy="biqf")
     assert plain.us_per_decision_batched is None
@@ -103,6 +120,8 @@ def test_simulate_times_the_decisions_in_batches_only_when_asked():
     assert timed.hits == plain.hits
     assert timed.labels_used == plain.labels_used
     assert {"us_per_decision_batched", "decision_batch"} <= set(timed.summary())
+    with pytest.raises(ValueError, match="decision_batch"):
+        simulate(phishing(200), decision_batch=0)
 
 
 def test_a_longer_label_delay_learns_later():
@@ -355,16 +374,20 @@ def test_the_report_names_the_methods_over_the_per_decision_target_on_each_path(
         timed("qbc_kl / split", "streamal", 7.0, 6.0),
         timed("random / threshold", "baseline", 1.0, 0.5),
         timed("skactiveml.Split", "peer", 900.0, None),
+        timed("margin / split", "streamal", 9.0, None),  # a row of an older results.json: no batched time
     ]
     batched, one = _decision_target(rows)
     assert "in batches of 100" in batched
     assert "at most 6.00 µs (qbc_kl / split)" in batched
     assert batched.endswith("above 5 µs: qbc_kl / split 6.00.")
     assert "skactiveml" not in one  # the target is streamal's
-    assert one.endswith("above 5 µs: qbc_kl / split 7.00, density_weighted / biqf 17.00.")
+    assert one.endswith(
+        "above 5 µs: qbc_kl / split 7.00, margin / split 9.00, density_weighted / biqf 17.00."
+    )
     table = "\n".join(_overhead(rows))
     assert "| skactiveml.Split (peer) | 900.0 | – | 80 |" in table
     assert "| density_weighted / biqf (streamal) | 17.0 | 3.5 | 80 |" in table
+    assert "| margin / split (streamal) | 9.0 | – | 80 |" in table
     assert "in batches of 100" in table
     assert _decision_target([timed("margin / biqf", "streamal", 2.5, 1.5)])[0].endswith("none.")
 

@@ -20,18 +20,20 @@ True
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from streamal.datasets import Record
+from streamal.engine import ask_each
 from streamal.messages import Proba
-from streamal.policies import POLICIES, build_policy
+from streamal.policies import build_policy, reads_clock
 from streamal.strategies import build_strategy
 
 #: the batch the service decides at once, for the figures of the bench: one poll of 100 records
 SERVICE_BATCH = 100
+#: the bench's batched figure is the best of this many replays
+BEST_OF = 3
 
 
 def time_decisions(
@@ -49,16 +51,17 @@ def time_decisions(
     """µs per decision over ``records`` scored ``probas``, decided ``batch`` at a time by a new
     ``strategy`` and ``policy``; and the positions of the samples whose labels were asked.
 
-    A policy that reads a clock (the labels-per-hour rate limit) is given the simulator's: sample ``i``
-    arrives at ``i / samples_per_second`` (a batch at its first sample's time)."""
+    A policy that reads a clock (the labels-per-hour rate limit) is given the simulator's unless
+    ``policy_params`` name one: sample ``i`` arrives at ``i / samples_per_second``, and a batch is decided at
+    its first sample's time (so in batches it may ask less than sample by sample, as a service would)."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     if len(probas) != len(records):
         raise ValueError(f"{len(probas)} probabilities for {len(records)} records")
     position = [0]
     params = dict(policy_params or {})
-    if policy in POLICIES and "clock" in inspect.signature(POLICIES[policy]).parameters:
-        params["clock"] = lambda: position[0] / samples_per_second
+    if reads_clock(policy):
+        params.setdefault("clock", lambda: position[0] / samples_per_second)
     s = build_strategy(strategy, seed=seed)
     p = build_policy(policy, budget, seed=seed, params=params)
     xs = [r.features for r in records]
@@ -68,11 +71,7 @@ def time_decisions(
         chunk_x, chunk_p = xs[start : start + batch], probas[start : start + batch]
         predictions = [max(q, key=q.__getitem__) if q else None for q in chunk_p]
         t0 = time.perf_counter()
-        utilities = s.utilities(chunk_x, chunk_p)
-        if p.uses_prediction:
-            asks = list(map(p.decide_with, utilities, predictions))
-        else:
-            asks = list(map(p.decide, utilities))
+        asks = ask_each(p, s.utilities(chunk_x, chunk_p), predictions)
         spent += time.perf_counter() - t0
         for i, ask in enumerate(asks, start):
             if ask:

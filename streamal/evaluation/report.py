@@ -18,6 +18,7 @@ from typing import Any
 
 from streamal.evaluation import plots, stats
 from streamal.evaluation.bench import BASELINE
+from streamal.evaluation.overhead import BEST_OF
 
 Row = dict[str, Any]
 #: a run whose spending is above ``budget * OVER`` is over budget (slack for the estimate's window)
@@ -222,13 +223,19 @@ def _decision_medians(rows: Sequence[Row], field: str) -> dict[str, float]:
     return {m: statistics.median(by[m]) for m in sorted(methods)}
 
 
+def _decision_batch(rows: Sequence[Row]) -> str:
+    """The batch size the rows' batched decisions were timed at ("N" if they differ)."""
+    sizes = {r.get("decision_batch") for r in rows if r.get("us_per_decision_batched") is not None}
+    return str(next(iter(sizes))) if len(sizes) == 1 else "N"
+
+
 def _decision_target(rows: Sequence[Row]) -> list[str]:
     ours = [r for r in rows if r["kind"] in ("streamal", "baseline")]
     if not ours:
         return []
     lines = []
     paths = [
-        ("us_per_decision_batched", f"in batches of {ours[0].get('decision_batch') or 100} (the service's)"),
+        ("us_per_decision_batched", f"in batches of {_decision_batch(ours)} (as the service decides a poll)"),
         ("us_per_decision", "as this run decided them (one sample per batch when labels come back at once)"),
     ]
     for field_name, path in paths:
@@ -251,8 +258,6 @@ def _overhead(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         by[r["method"]].append(r)
     batched = _decision_medians(rows, "us_per_decision_batched")
-    sizes = {r.get("decision_batch") for r in rows if r.get("us_per_decision_batched") is not None}
-    size = next(iter(sizes)) if len(sizes) == 1 else None
     lines = [
         "## Time per sample",
         "",
@@ -261,8 +266,9 @@ def _overhead(rows: Sequence[Row]) -> list[str]:
         "the classifier's probabilities already computed to predict the sample, as streamal's decisions "
         "are; river's `_ask_for_label`), as the run decided the samples: one at a time when labels come "
         "back without delay, since the model may learn after any sample. *Decision, batched* is the same "
-        f"samples and probabilities decided again by a new strategy and policy in batches of {size or 'N'}, "
-        "as the service decides a poll (best of three; the peers' APIs decide one sample at a time). "
+        "samples and probabilities decided again by a new strategy and policy in batches of "
+        f"{_decision_batch(rows)}, as the service decides a poll (best of {BEST_OF}; the peers' APIs decide "
+        "one sample at a time). "
         "*Sample* is everything: scoring, deciding and learning.",
         "",
         "| method | µs per decision | µs per decision, batched | µs per sample |",

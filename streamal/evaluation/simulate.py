@@ -13,7 +13,6 @@ so every prediction is the one a sample-by-sample run makes (with ``delay=0`` ev
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,10 +21,10 @@ from typing import Any
 
 from streamal.datasets import Record
 from streamal.engine import Engine
-from streamal.evaluation.overhead import time_decisions
+from streamal.evaluation.overhead import BEST_OF, time_decisions
 from streamal.messages import Label, Proba, Sample
 from streamal.models import build_model
-from streamal.policies import POLICIES, build_policy
+from streamal.policies import build_policy, reads_clock
 from streamal.strategies import NEEDS_COMMITTEE, build_strategy
 
 
@@ -100,12 +99,14 @@ def simulate(
     :func:`default_model`; committee and torch models are seeded with ``seed``.
 
     With ``decision_batch``, the run's samples and the probabilities its model gave them are decided again
-    by a new strategy and policy in batches of that many (the best of three runs; see
+    by a new strategy and policy in batches of that many (the best of ``BEST_OF`` runs; see
     :func:`~streamal.evaluation.overhead.time_decisions`): ``us_per_decision_batched`` is what a decision
     costs when the service decides a poll of that many samples at once, whatever the label delay.
     """
     if delay < 0:
         raise ValueError(f"delay must be non-negative, got {delay}")
+    if decision_batch is not None and decision_batch < 1:
+        raise ValueError(f"decision_batch must be at least 1 (or None), got {decision_batch}")
     model = model or default_model(strategy)
     position = [0]
 
@@ -113,7 +114,7 @@ def simulate(
         return position[0] / samples_per_second
 
     params = dict(policy_params or {})
-    if policy in POLICIES and "clock" in inspect.signature(POLICIES[policy]).parameters:
+    if reads_clock(policy):
         params.setdefault("clock", clock)
     m_params = dict(model_params or {})
     if model == "committee" or model.startswith("torch_"):
@@ -129,7 +130,6 @@ def simulate(
     n = len(records)
     batched = None
     if decision_batch and probas is not None:
-        params.pop("clock", None)
         batched = min(
             time_decisions(
                 strategy,
@@ -139,10 +139,10 @@ def simulate(
                 probas,
                 batch=decision_batch,
                 seed=seed,
-                policy_params=params,
+                policy_params=policy_params,
                 samples_per_second=samples_per_second,
             )[0]
-            for _ in range(3)
+            for _ in range(BEST_OF)
         )
     return SimulationResult(
         n=n,

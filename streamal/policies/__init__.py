@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from streamal.errors import ConfigError
@@ -26,6 +27,7 @@ __all__ = [
     "Split",
     "VariableUncertainty",
     "build_policy",
+    "reads_clock",
 ]
 
 POLICIES: dict[str, type[Policy]] = {
@@ -41,6 +43,12 @@ POLICIES: dict[str, type[Policy]] = {
         ClassBalancedQuota,
     )
 }
+
+
+def reads_clock(name: str) -> bool:
+    """Whether the policy called ``name`` takes a ``clock`` (the labels-per-hour rate limit): a simulation
+    gives it the simulated one."""
+    return name in POLICIES and "clock" in inspect.signature(POLICIES[name]).parameters
 
 
 def build_policy(
