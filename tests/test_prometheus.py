@@ -248,10 +248,9 @@ def test_prometheus_scrapes_the_service_and_promql_agrees_with_what_it_did(
                     'sum(rate(streamal_decision_seconds_total{job="streamal"}[1m])) '
                     '/ sum(rate(streamal_samples_total{job="streamal"}[1m]))'
                 )
+                # the strategy and the policy's seconds per sample, as the dashboard shows them
                 assert overhead is not None
-                assert (
-                    overhead > 0
-                )  # the strategy and the policy's seconds per sample, as the dashboard shows
+                assert overhead > 0
                 lag = await prom.query('sum by (topic) (streamal_consumer_lag_messages{job="streamal"})')
                 assert f"{prefix}samples" in {r["metric"]["topic"] for r in lag}
                 accuracy = await prom.value('streamal_prequential_accuracy_ratio{job="streamal"}')

@@ -191,6 +191,7 @@ def test_recorded_stream_through_the_service(broker: EmbeddedBroker, prefix: str
         "streamal_decision_seconds_total",
     ):
         assert name in seen["metrics"]
+    assert _value(registry, "streamal_decision_seconds_total") > 0  # the strategy and policy were timed
     assert (tmp_path / "ckpt" / "checkpoint.bin").exists()
 
 

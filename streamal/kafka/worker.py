@@ -349,7 +349,7 @@ class Worker:
         deciding = engine.decision_seconds
         decisions = engine.score(samples)
         t3 = time.perf_counter()
-        metrics.decision_seconds.inc(engine.decision_seconds - deciding)
+        deciding = engine.decision_seconds - deciding
         requests = 0
         pred_topic, req_topic = topics.predictions, topics.label_requests
         pred_parts = await outbox.partitions_of(pred_topic)
@@ -397,6 +397,7 @@ class Worker:
             self.positions.setdefault(tp.topic, {})[tp.partition] = offset
 
         metrics.samples.inc(len(samples))
+        metrics.decision_seconds.inc(deciding)  # (with the samples: a batch polled again counts once)
         metrics.predictions.inc(len(decisions))
         metrics.label_requests.inc(requests)
         metrics.batch_size.observe(n_records)
