@@ -44,6 +44,12 @@ class Decision(NamedTuple):
     ts: float
 
 
+def predict(probas: Sequence[Proba]) -> list[ClassLabel | None]:
+    """Each sample's predicted class: its most probable (the first of equals), ``None`` for a model that
+    knows no class yet."""
+    return [max(proba, key=proba.__getitem__) if proba else None for proba in probas]
+
+
 def ask_each(
     policy: Policy, utilities: Sequence[float], predictions: Sequence[ClassLabel | None]
 ) -> list[bool]:
@@ -115,9 +121,7 @@ class Engine:
         probas = self.model.predict_proba_many(xs)
         now = self._clock()
         version = self.model_version
-        predictions: list[ClassLabel | None] = [
-            max(proba, key=proba.__getitem__) if proba else None for proba in probas
-        ]
+        predictions = predict(probas)
         policy = self.policy
         started = perf_counter()
         utilities = self.strategy.utilities(xs, probas)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from streamal.datasets import Record
-from streamal.engine import ask_each
+from streamal.engine import ask_each, predict
 from streamal.messages import Proba
 from streamal.policies import build_policy, reads_clock
 from streamal.strategies import build_strategy
@@ -69,7 +69,7 @@ def time_decisions(
     for start in range(0, len(records), batch):
         position[0] = start
         chunk_x, chunk_p = xs[start : start + batch], probas[start : start + batch]
-        predictions = [max(q, key=q.__getitem__) if q else None for q in chunk_p]
+        predictions = predict(chunk_p)
         t0 = time.perf_counter()
         asks = ask_each(p, s.utilities(chunk_x, chunk_p), predictions)
         spent += time.perf_counter() - t0

@@ -346,10 +346,9 @@ class Worker:
         for label in labels:
             metrics.labels.labels(engine.learn(label).value).inc()
         t2 = time.perf_counter()
-        deciding = engine.decision_seconds
+        decided_before = engine.decision_seconds
         decisions = engine.score(samples)
         t3 = time.perf_counter()
-        deciding = engine.decision_seconds - deciding
         requests = 0
         pred_topic, req_topic = topics.predictions, topics.label_requests
         pred_parts = await outbox.partitions_of(pred_topic)
@@ -397,7 +396,8 @@ class Worker:
             self.positions.setdefault(tp.topic, {})[tp.partition] = offset
 
         metrics.samples.inc(len(samples))
-        metrics.decision_seconds.inc(deciding)  # (with the samples: a batch polled again counts once)
+        # (with the samples: a batch polled again counts once)
+        metrics.decision_seconds.inc(engine.decision_seconds - decided_before)
         metrics.predictions.inc(len(decisions))
         metrics.label_requests.inc(requests)
         metrics.batch_size.observe(n_records)
