@@ -6,7 +6,7 @@ they produced:
 
 * bare loop (per-record send): consume → orjson decode → ``producer.send`` per record → await acks → commit;
 * bare loop (record batches): the same, with one ``send_batch`` per partition, as streamal does;
-* ``streamal run`` (a child process, defaults: kNN, least confidence, threshold) at budget 0.1, with an
+* ``streamal run`` (a child process, defaults: kNN, least confidence, biqf) at budget 0.1, with an
   oracle answering every label request at once, so the model learns while it scores. ``--model`` names
   another model (``STREAMAL_MODEL__NAME``), e.g. ``torch_mlp``: each fetched batch is then scored in one
   forward pass, and the labels that arrive together are learned together.

@@ -2,11 +2,11 @@
 
 Offline, through the same engine as the service (:func:`streamal.evaluation.simulate.simulate`): every data
 set of ``streamal.evaluation.bench.SUITE`` (its first ``SUITE_LIMIT`` samples), one budget (0.1), seeds 0-2,
-labels answered ``--delay`` samples later. Each model runs with the service's default pair (least
-confidence, threshold); the committee models also with their own strategies (BALD, KL to the consensus),
-with the fixed threshold and with ``split``, whose threshold adapts. Prints a markdown table: mean
-prequential accuracy per data set, their mean, labels used per sample, and microseconds per sample
-(scoring, deciding and learning, wall clock: the machine is shared, compare within one run).
+labels answered ``--delay`` samples later. Each model runs with least confidence / threshold (the
+service's default pair until session 2); the committee models also with their own strategies (BALD, KL to
+the consensus), with the fixed threshold and with ``split``, whose threshold adapts. Prints a markdown
+table: mean prequential accuracy per data set, their mean, labels used per sample, and microseconds per
+sample (scoring, deciding and learning, wall clock: the machine is shared, compare within one run).
 
     .venv/bin/python scripts/compare_models.py [--budget 0.1] [--delay 0] [--seeds 3] \\
         [--models torch_mlp knn] [--policies split]
