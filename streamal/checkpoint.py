@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from streamal.errors import StreamalError
+from streamal.errors import ConfigError, StreamalError
 
 FORMAT_VERSION = 1
 _MAGIC = b"streamal-checkpoint\n"
@@ -38,16 +38,40 @@ class Checkpoint:
     created_at: float
 
 
+def prepare(directory: Path) -> None:
+    """Create the checkpoint directory if it is missing and check that this process can write there, so
+    that a directory that cannot be used stops the service at start (``ConfigError``, exit 2) instead of
+    failing every checkpoint later."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"checkpoint.dir (STREAMAL_CHECKPOINT__DIR) {str(directory)!r} cannot be created: "
+            f"{exc.strerror or exc}; choose a directory this user can write"
+        ) from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"checkpoint.dir (STREAMAL_CHECKPOINT__DIR) {str(directory)!r} is not writable by this user "
+            f"(uid {os.getuid()}); choose a directory it can write"
+        )
+
+
 def key_for(directory: Path, configured: str | None) -> bytes:
     if configured:
         return configured.encode()
+    prepare(directory)
     path = directory / "checkpoint.key"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    try:
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+    except OSError as exc:
+        raise ConfigError(
+            f"the checkpoint key file {str(path)!r} cannot be created or read: {exc.strerror or exc}; "
+            "fix its permissions or set checkpoint.key (STREAMAL_CHECKPOINT__KEY)"
+        ) from exc
 
 
 def dumps(checkpoint: Checkpoint) -> bytes:

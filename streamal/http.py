@@ -11,6 +11,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from streamal.errors import ConfigError
+
 
 def build_app(
     registry: CollectorRegistry,
@@ -46,7 +48,14 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"http.host / http.port (STREAMAL_HTTP__HOST, STREAMAL_HTTP__PORT): cannot listen on "
+            f"{host}:{port}: {exc.strerror or exc}; is another process using the port?"
+        ) from exc
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port

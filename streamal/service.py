@@ -170,6 +170,8 @@ class Service:
         ckpt = settings.checkpoint
         if ckpt.key is not None:
             key = ckpt.key.get_secret_value().encode()
+            if ckpt.dir and role != "scorer":
+                checkpoint.prepare(ckpt.dir)
         else:
             key = checkpoint.key_for(ckpt.dir, None) if ckpt.dir else b""
         # a scorer keeps no state worth a checkpoint: it is at least once through its commits
