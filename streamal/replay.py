@@ -55,16 +55,32 @@ class RecordedMessage:
 
     @classmethod
     def from_json(cls, raw: bytes) -> RecordedMessage:
+        """One line of a recording; ``ValueError`` (or ``TypeError``) says what is wrong with it."""
         line = orjson.loads(raw)
+        if not isinstance(line, dict):
+            raise TypeError(f"a JSON object was expected, not {type(line).__name__}")
+        topic = line["topic"]
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"topic must be a non-empty string, not {topic!r}")
+        timestamp = line.get("timestamp")
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, int)):
+            raise ValueError(f"timestamp must be milliseconds (an integer) or null, not {timestamp!r}")
         headers = []
         for h in line.get("headers") or []:
+            if not isinstance(h, list) or len(h) not in (2, 3) or not isinstance(h[0], str):
+                raise ValueError(f"a header is [name, text] or [name, null, base64], not {h!r}")
             name, text = h[0], h[1]
-            headers.append((name, text.encode() if text is not None else base64.b64decode(h[2])))
+            if text is None and len(h) == 3 and isinstance(h[2], str):
+                headers.append((name, base64.b64decode(h[2], validate=True)))
+            elif isinstance(text, str):
+                headers.append((name, text.encode()))
+            else:
+                raise ValueError(f"a header is [name, text] or [name, null, base64], not {h!r}")
         return cls(
-            topic=line["topic"],
+            topic=topic,
             partition=int(line.get("partition", 0)),
             offset=int(line.get("offset", -1)),
-            timestamp=line.get("timestamp"),
+            timestamp=timestamp,
             key=_get(line, "key"),
             value=_get(line, "value"),
             headers=headers,
@@ -83,19 +99,33 @@ def _put(line: dict[str, Any], name: str, raw: bytes | None) -> None:
 
 def _get(line: dict[str, Any], name: str) -> bytes | None:
     if f"{name}_b64" in line:
-        return base64.b64decode(line[f"{name}_b64"])
+        return base64.b64decode(line[f"{name}_b64"], validate=True)
     text = line.get(name)
     return None if text is None else str(text).encode("utf-8")
 
 
 def read_file(path: Path) -> Iterator[RecordedMessage]:
-    with path.open("rb") as fh:
+    """The messages of a recording, read as they are needed (a recording may not fit in memory); a line
+    that is not a recorded message is a ``StreamalError`` naming the file and the line. Call
+    :func:`check_file` first to refuse a bad file before anything of it is produced."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise StreamalError(f"{path}: cannot read the recording ({exc.strerror or exc})") from None
+    with fh:
         for n, raw in enumerate(fh, 1):
             if raw.strip():
                 try:
                     yield RecordedMessage.from_json(raw)
                 except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
                     raise StreamalError(f"{path}:{n}: not a recorded message ({exc})") from None
+
+
+def check_file(path: Path) -> int:
+    """Read the whole recording once and return how many messages it holds; a line that is not a recorded
+    message raises as in :func:`read_file`. ``streamal replay`` checks a file so before it connects, so
+    that a bad line at its end does not leave the topics with half of it."""
+    return sum(1 for _ in read_file(path))
 
 
 async def record(
@@ -173,11 +203,15 @@ async def replay(
     speed: float = 0.0,
     topic_map: dict[str, str] | None = None,
     keep_partitions: bool = False,
+    keep_timestamps: bool = False,
 ) -> int:
     """Produce recorded messages again, in file order.
 
     ``speed`` 1.0 keeps the recorded gaps between timestamps, 2.0 halves them, 0 sends as fast as the broker
-    takes them. Records are partitioned by key unless ``keep_partitions``.
+    takes them. Records are partitioned by key unless ``keep_partitions``. They get the time of their
+    sending as their timestamp unless ``keep_timestamps``, which gives them the recorded one (so that a
+    recording of the replay has the original timing; mind that a topic's retention counts from a record's
+    timestamp, so old ones may be deleted at once).
     """
     topic_map = topic_map or {}
     producer = AIOKafkaProducer(**options, acks="all", linger_ms=5, enable_idempotence=False)
@@ -201,6 +235,7 @@ async def replay(
                     msg.value,
                     key=msg.key,
                     partition=msg.partition if keep_partitions else None,
+                    timestamp_ms=msg.timestamp if keep_timestamps else None,
                     headers=msg.headers or None,
                 )
             )

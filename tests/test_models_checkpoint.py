@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from streamal import checkpoint
 from streamal.checkpoint import Checkpoint, CheckpointError
 from streamal.datasets import load
 from streamal.engine import Engine
-from streamal.errors import ConfigError
+from streamal.errors import ConfigError, StreamalError
 from streamal.messages import ClassLabel, Label, Proba, Sample
 from streamal.models import MODELS, KNNClassifier, RiverModel, build_model
 from streamal.policies import VariableUncertainty
-from streamal.replay import RecordedMessage
+from streamal.replay import RecordedMessage, check_file
 from streamal.strategies import Entropy
 
 KEY = b"test-key-0123456789"
@@ -339,6 +340,39 @@ def test_recorded_message_round_trip(message):
 def test_recorded_message_round_trip_on_arbitrary_bytes(key, value, headers):
     message = RecordedMessage("t", 0, 9, 1, key, value, headers)
     assert RecordedMessage.from_json(message.to_json()) == message
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b"5", "a JSON object was expected"),
+        (b'["samples"]', "a JSON object was expected"),
+        (b'{"partition": 0}', "topic"),
+        (b'{"topic": ""}', "topic must be a non-empty string"),
+        (b'{"topic": "samples", "timestamp": "yesterday"}', "timestamp must be milliseconds"),
+        (b'{"topic": "samples", "timestamp": 1.5}', "timestamp must be milliseconds"),
+        (b'{"topic": "samples", "headers": [["h"]]}', "a header is"),
+        (b'{"topic": "samples", "headers": ["h"]}', "a header is"),
+        (b'{"topic": "samples", "headers": [["h", 3]]}', "a header is"),
+        (b'{"topic": "samples", "headers": [["h", null, "not base64!"]]}', "not a recorded message"),
+        (b'{"topic": "samples", "value_b64": "%%%"}', "not a recorded message"),
+        (b'{"topic": "samples", "partition": "two"}', "not a recorded message"),
+        (b"{not json", "not a recorded message"),
+    ],
+)
+def test_a_bad_line_of_a_recording_is_named_before_anything_is_replayed(tmp_path: Path, line, says) -> None:
+    good = RecordedMessage("samples", 0, 0, 1, b"k", b"v", []).to_json()
+    path = tmp_path / "recording.jsonl"
+    path.write_bytes(b"\n".join([good, good, line, good]) + b"\n")
+    with pytest.raises(StreamalError, match=f"recording.jsonl:3: .*{re.escape(says)}"):
+        check_file(path)
+    path.write_bytes(b"\n".join([good, good, good]) + b"\n")
+    assert check_file(path) == 3
+
+
+def test_a_recording_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StreamalError, match="cannot read the recording"):
+        check_file(tmp_path / "missing.jsonl")
 
 
 def test_a_standby_restores_only_a_checkpoint_newer_than_the_one_it_has(tmp_path: Path) -> None:
