@@ -3,10 +3,13 @@
 The first 600 samples of river's ImageSegments (real data, 7 classes) as ``samples`` messages, with 12
 malformed messages mixed in at fixed places (bad JSON, a NaN feature, a missing id, wrong types, a tombstone,
 invalid UTF-8), in the format ``streamal record`` writes. Run it again to regenerate the file.
+
+    .venv/bin/python scripts/make_test_stream.py [--out PATH]
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from streamal.datasets import load
@@ -30,8 +33,11 @@ MALFORMED: list[tuple[bytes | None, str]] = [
 
 
 def main() -> None:
+    default = Path(__file__).resolve().parent.parent / "tests" / "data" / "image_segments_stream.jsonl"
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", type=Path, default=default, help=f"where to write it (default: {default})")
+    out: Path = parser.parse_args().out
     records = load("image_segments", limit=600)
-    out = Path(__file__).resolve().parent.parent / "tests" / "data" / "image_segments_stream.jsonl"
     lines: list[RecordedMessage] = []
     bad = iter(MALFORMED)
     ts = 1_700_000_000_000
