@@ -142,19 +142,33 @@ def decode_sample(raw: bytes | None) -> Sample:
         ):
             kinds = set(map(type, features.values()))
             if kinds <= _FLOAT:  # finite: orjson refuses NaN and infinities
-                return Sample(sample_id, features, None if ts is None else float(ts), meta)
+                return Sample(sample_id, features, None if ts is None else float(ts), _sendable(meta))
             if kinds <= _NUMBER:
                 return Sample(
                     sample_id,
                     {k: float(v) for k, v in features.items()},
                     None if ts is None else float(ts),
-                    meta,
+                    _sendable(meta),
                 )
     try:
         valid = SampleSchema.model_validate(obj)
     except ValidationError as exc:
         raise _explain(exc) from None
-    return Sample(valid.id, valid.features, valid.ts, valid.meta)
+    return Sample(valid.id, valid.features, valid.ts, _sendable(valid.meta))
+
+
+def _sendable(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``meta`` if it can be encoded again (it goes on with the sample's label request), else a
+    :class:`DecodeError`: orjson reads JSON nested up to 1,024 levels but writes at most 254, and a sample
+    the service could read but not pass on would stop it at its label request, again after every restart."""
+    if meta:
+        try:
+            orjson.dumps(meta)
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            raise DecodeError(
+                "invalid_schema", f"meta: cannot be sent on ({exc}); 254 levels at most"
+            ) from None
+    return meta
 
 
 def decode_label(raw: bytes | None) -> Label:

@@ -25,6 +25,7 @@ from streamal.messages import (
     decode_label,
     decode_sample,
     label_message,
+    label_request_message,
     prediction_message,
 )
 from streamal.models import build_model
@@ -78,6 +79,25 @@ def test_decode_sample_refusals_have_a_reason(raw, reason):
         decode_sample(raw)
     assert info.value.reason == reason
     assert str(info.value).startswith(f"{reason}: ")
+
+
+@pytest.mark.parametrize("features", ['{"x": 1.0}', '{"x": 1}', '{"x": "1"}'])  # fast path, ints, schema
+def test_a_meta_too_deep_to_send_on_is_refused_and_one_that_can_be_is_kept(features):
+    def sample(depth: int) -> bytes:
+        meta = "{}"
+        for _ in range(depth):
+            meta = '{"a": ' + meta + "}"
+        return f'{{"id": "s1", "features": {features}, "meta": {meta}}}'.encode()
+
+    if features == '{"x": "1"}':  # (a string feature is refused first, for its own reason)
+        with pytest.raises(DecodeError, match="features"):
+            decode_sample(sample(300))
+        return
+    with pytest.raises(DecodeError, match="meta: cannot be sent on") as info:
+        decode_sample(sample(300))  # orjson reads it, but writes at most 254 levels
+    assert info.value.reason == "invalid_schema"
+    kept = decode_sample(sample(200))
+    assert label_request_message(kept, "a", {"a": 1.0}, 1.0, "entropy", 0, 0.0)  # it can be sent on
 
 
 def test_decode_error_names_the_field():
