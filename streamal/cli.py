@@ -8,9 +8,14 @@ import gc
 import logging
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO, TypeVar
 
-from streamal.errors import ConfigError, StreamalError
+from streamal.errors import ConfigError, DataWarning, StreamalError
+
+T = TypeVar("T")
 
 
 def _setup_logging(level: str) -> None:
@@ -47,6 +52,48 @@ def _bootstrap(args: argparse.Namespace) -> str:
     if not servers:
         raise ConfigError("--bootstrap-servers (or STREAMAL_KAFKA__BOOTSTRAP_SERVERS) is required")
     return servers
+
+
+def _note(text: str) -> None:
+    print(f"streamal: {text}", file=sys.stderr, flush=True)
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    """The flags simulate and bench share: refused before anything is loaded, run or written."""
+    if args.delay < 0:
+        raise ConfigError(f"--delay {args.delay}: a label delay is a number of samples, 0 or more")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: must be at least 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a file; give a folder (it is created if missing)")
+
+
+def _make_out(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot create the folder ({exc.strerror})") from None
+    return out
+
+
+def _policy_params(items: list[str] | None) -> dict[str, object]:
+    """``--policy-param NAME=VALUE`` items; a value is an int, else a float, else the text."""
+    params: dict[str, object] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--policy-param {item!r}: expected NAME=VALUE, e.g. warmup=0")
+        value: object = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                pass
+        params[key] = value
+    return params
 
 
 def _cmd_oracle(args: argparse.Namespace) -> int:
@@ -127,7 +174,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from streamal.datasets import load
     from streamal.evaluation.plots import learning_curve_png
     from streamal.evaluation.simulate import simulate
+    from streamal.policies import parameters
 
+    _check_run_flags(args)
+    policy_params = _policy_params(args.policy_param)
+    if unknown := sorted(set(policy_params) - parameters(args.policy)):
+        raise ConfigError(
+            f"--policy-param {', '.join(unknown)}: the policy {args.policy} does not take "
+            f"{'it' if len(unknown) == 1 else 'them'}; it takes {', '.join(sorted(parameters(args.policy)))}"
+        )
     records = load(args.data, target=args.target, id_column=args.id_column, limit=args.limit)
     if not records:
         raise ConfigError(f"--data {args.data}: no samples")
@@ -139,9 +194,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         model=args.model,
         delay=args.delay,
         seed=args.seed,
+        policy_params=policy_params,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _make_out(args.out)
     summary = {"data": args.data, **result.summary()}
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     learning_curve_png(
@@ -150,7 +205,50 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         title=f"{args.data}: prequential accuracy at budget {args.budget}",
     )
     print(orjson.dumps({k: v for k, v in summary.items() if k != "curve"}).decode())
+    if result.labels_learned is not None and result.labels_learned < result.labels_used:
+        waiting = result.labels_used - result.labels_learned
+        _note(
+            f"warning: {waiting} of the {result.labels_used} labels asked for were not learned: their "
+            f"requests were still waiting for their label when the stream ended (--delay {args.delay}, "
+            f"{result.n} samples)"
+        )
     return 0
+
+
+def _source_key(source: str) -> str:
+    """What makes two ``--data`` values the same data set: a built-in's name, a file's resolved path."""
+    from streamal.datasets import BUILTIN
+
+    return source if source in BUILTIN else str(Path(source).resolve())
+
+
+def _once(flag: str, values: list[T], key: Callable[[T], object] = lambda v: v) -> list[T]:
+    """``values`` without repeats (in their order), saying which were given more than once."""
+    first: dict[object, T] = {}
+    times: dict[object, int] = {}
+    for value in values:
+        k = key(value)
+        first.setdefault(k, value)
+        times[k] = times.get(k, 0) + 1
+    for k, n in times.items():
+        if n > 1:
+            _note(f"{flag} {first[k]} is given {n} times: run once")
+    return list(first.values())
+
+
+def _results_json(path: str) -> list[dict[str, object]]:
+    """The rows of an earlier results.json (``--reuse``), read before anything runs."""
+    import orjson
+
+    try:
+        rows = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"--reuse {path}: cannot read it ({exc.strerror})") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"--reuse {path}: not JSON ({exc})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(f"--reuse {path}: not the results.json of a streamal bench (a list of runs)")
+    return rows
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -164,16 +262,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from streamal.evaluation import bench, peers
     from streamal.evaluation.report import write_report
     from streamal.models import MODELS
-    from streamal.policies import POLICIES
+    from streamal.policies import POLICIES, build_policy, parameters
     from streamal.strategies import STRATEGIES
 
-    datasets = args.data or list(bench.SUITE)
-    budgets = args.budget or [0.1]
+    _check_run_flags(args)
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: must be at least 1 (or left out: one process per core)")
+    datasets = _once("--data", args.data or list(bench.SUITE), key=_source_key)
+    budgets = _once("--budget", args.budget or [0.1])
     for b in budgets:
         if not 0.0 < b <= 1.0:
             raise ConfigError(f"--budget {b}: must be in (0, 1]")
     if args.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    bench.dataset_names(datasets)
+    earlier = [_results_json(path) for path in args.reuse or []]
     console = Console(stderr=True)
     if args.peer:
         chosen = args.peer
@@ -217,28 +320,40 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         combos = [c if len(c) == 3 else (c[0], c[1], m) for c in combos for m in args.model]
         combos += [(*bench.BASELINE, m) for m in args.model]  # random sampling with each model too
         combos = list(dict.fromkeys(combos))
-    policy_params: dict[str, object] = {}
-    for item in args.policy_param or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--policy-param {item!r}: expected NAME=VALUE, e.g. warmup=0")
-        value: object = text
-        for kind in (int, float):
-            try:
-                value = kind(text)
-                break
-            except ValueError:
-                pass
-        policy_params[key] = value
+    policy_params = _policy_params(args.policy_param)
+    policies = sorted({bench.combo_parts(c)[1] for c in combos} | {bench.BASELINE[1]})
+    for name, value in policy_params.items():
+        takers = [p for p in policies if name in parameters(p)]
+        if not takers:
+            taken = sorted(set().union(*(parameters(p) for p in policies)))
+            raise ConfigError(
+                f"--policy-param {name}: no policy of this run ({', '.join(policies)}) takes it; they take "
+                f"{', '.join(taken)}"
+            )
+        if len(takers) < len(policies):
+            _note(f"--policy-param {name}={value}: for {', '.join(takers)} only (the others do not take it)")
+    for policy in policies:  # a bad value is refused before anything runs
+        try:
+            build_policy(
+                policy, budgets[0], params={k: v for k, v in policy_params.items() if k in parameters(policy)}
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"--policy-param, for {policy}: {str(exc).removeprefix('policy: ')}") from None
+    limits = {
+        source: args.limit if args.limit is not None else (bench.SUITE_LIMIT if source in BUILTIN else None)
+        for source in datasets
+    }
+    for source in datasets:  # every data set once, up front: a file that cannot be run stops the bench here
+        if not bench.records_of(source, args.target, limits[source]):
+            raise ConfigError(f"--data {source}: no samples")
     tasks = []
     for source in datasets:
-        limit = args.limit if args.limit is not None else (bench.SUITE_LIMIT if source in BUILTIN else None)
         tasks += bench.plan(
             [source],
             budgets,
             args.seeds,
             target=args.target,
-            limit=limit,
+            limit=limits[source],
             delay=args.delay,
             combos=combos,
             peers=chosen,
@@ -247,12 +362,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # the peers first: they take longest
     tasks.sort(key=lambda t: not t.is_peer)
     known: dict[int, dict[str, object]] = {}
-    for path in args.reuse or []:
-        known.update(bench.reusable(tasks, orjson.loads(Path(path).read_bytes())))
+    for path, rows in zip(args.reuse or [], earlier, strict=True):
+        try:
+            known.update(bench.reusable(tasks, rows))
+        except (KeyError, TypeError):
+            raise ConfigError(f"--reuse {path}: not the results.json of a streamal bench") from None
     if known:
         console.print(f"reusing {len(known)} scikit-activeml runs from {', '.join(args.reuse)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _make_out(args.out)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -374,17 +491,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("simulate", help="offline prequential evaluation of one strategy and policy")
-    p.add_argument("--data", required=True, help="built-in data set name, or a .csv / .jsonl file")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="built-in data set name, or a .csv / .jsonl file (numeric columns, or a JSON line's features "
+        "object as on the samples topic)",
+    )
     p.add_argument("--target", default="label", help="the label column")
     p.add_argument("--id-column", default="id")
     p.add_argument("--strategy", default="least_confidence", choices=sorted(STRATEGIES))
     p.add_argument("--policy", default="biqf", choices=sorted(POLICIES))
     p.add_argument("--model", default=None, help="default: knn (committee for the qbc_* strategies)")
     p.add_argument("--budget", type=float, default=0.1)
-    p.add_argument("--delay", type=int, default=0, help="label delay, in samples")
+    p.add_argument(
+        "--policy-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a parameter of the policy, e.g. warmup=0, or labels_per_hour=60 for rate_limit (repeatable)",
+    )
+    p.add_argument("--delay", type=int, default=0, help="label delay, in samples (0 or more)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="only the first N samples")
-    p.add_argument("--out", default="simulate-output")
+    p.add_argument("--limit", type=int, help="only the first N samples (N at least 1)")
+    p.add_argument(
+        "--out",
+        default="simulate-output",
+        help="folder for summary.json (with labels_used and labels_learned) and the plot",
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser(
@@ -393,16 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         action="append",
-        help="built-in data set or .csv / .jsonl file (repeatable; default: the suite)",
+        help="built-in data set or .csv / .jsonl file (repeatable, each named by its file's stem, which must "
+        "differ; default: the suite)",
     )
     p.add_argument("--target", default="label", help="the label column of the files")
     p.add_argument("--budget", action="append", type=float, help="repeatable (default: 0.1)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. K-1 (default: 3)")
-    p.add_argument("--delay", type=int, default=0, help="label delay, in samples")
+    p.add_argument("--delay", type=int, default=0, help="label delay, in samples (0 or more)")
     p.add_argument(
         "--limit",
         type=int,
-        help="first N samples of each data set (default: 2000 of a built-in one, all of a file)",
+        help="first N samples of each data set, N at least 1 (default: 2000 of a built-in one, all of a "
+        "file)",
     )
     p.add_argument(
         "--combo",
@@ -419,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy-param",
         action="append",
         metavar="NAME=VALUE",
-        help="a parameter for the policy of every streamal run, e.g. warmup=0 (repeatable)",
+        help="a parameter for the policies of the streamal runs that take it, e.g. warmup=0, or "
+        "labels_per_hour=60 for rate_limit only (repeatable; one no policy of the run takes is an error)",
     )
     p.add_argument(
         "--reuse",
@@ -429,17 +564,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--peer", action="append", help="a peer to run (repeatable; default: all, when installed)")
     p.add_argument("--no-peers", action="store_true", help="run without the peers")
-    p.add_argument("--jobs", type=int, help="processes (default: one per core)")
-    p.add_argument("--out", default="bench-output")
+    p.add_argument("--jobs", type=int, help="processes, at least 1 (default: one per core)")
+    p.add_argument(
+        "--out",
+        default="bench-output",
+        help="folder for results.json (a row per run: accuracy, labels_used, labels_learned, ...), "
+        "report.md and the plots",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A :class:`DataWarning` as one line, ``streamal: data: ...``; any other warning as Python shows it."""
+    if issubclass(category, DataWarning):
+        print(f"streamal: data: {message}", file=sys.stderr, flush=True)
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)[1:]
     try:
-        code: int = args.func(args)
+        with warnings.catch_warnings():
+            # a DataWarning (what a data file's loading left out) is one line, "streamal: data: ..."
+            shown = warnings.showwarning
+
+            def show(
+                message: Warning | str,
+                category: type[Warning],
+                filename: str,
+                lineno: int,
+                file: TextIO | None = None,
+                line: str | None = None,
+            ) -> None:
+                if issubclass(category, DataWarning):
+                    print(f"streamal: data: {message}", file=sys.stderr, flush=True)
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = show
+            code: int = args.func(args)
         return code
     except ConfigError as exc:
         print(f"streamal: configuration error: {exc}", file=sys.stderr)

@@ -34,3 +34,20 @@ class BrokerUnavailableError(StreamalError):
     """The Kafka cluster could not be reached in time."""
 
     retriable = True
+
+
+class InvalidArgument(ConfigError, ValueError):
+    """A function was called with an argument out of its range (a negative label delay, no worker).
+
+    A :class:`ConfigError`, so the command line reports it as one (exit code 2), and a ``ValueError``, which
+    is what Python code calling the function expects.
+    """
+
+
+class DataWarning(UserWarning):
+    """A data file was loaded, but not all of it as written: a column that is never a number was left out,
+    or some cells were empty or not a finite number and are missing in their samples.
+
+    The message says which column and how many cells; ``streamal`` prints each as one line on stderr,
+    ``streamal: data: ...``.
+    """

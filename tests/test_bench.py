@@ -31,6 +31,7 @@ ROW_FIELDS = {
     "seed",
     "accuracy",
     "labels_used",
+    "labels_learned",
     "n",
     "us_per_sample",
 }
@@ -132,6 +133,20 @@ def test_a_longer_label_delay_learns_later():
     assert late.hits[:200].count(True) == 0  # no label has come back yet: nothing is predicted
 
 
+def test_labels_learned_are_the_engines_applied_labels():
+    # every label comes back `delay` samples after its request: those still due when the stream ends are not
+    # learned, so a delay as long as the stream learns nothing
+    for delay, learned in ((0, None), (40, None), (len(phishing()), 0)):
+        result = simulate(phishing(), strategy="margin", policy="biqf", delay=delay)
+        late = delay + 1  # the last samples: their labels would come after the end
+        assert result.labels_learned is not None
+        assert result.labels_used - late <= result.labels_learned <= result.labels_used
+        assert learned is None or result.labels_learned == learned
+        assert result.summary()["labels_learned"] == result.labels_learned
+    row = bench.run_task(bench.Task("phishing", "margin", "biqf", 0.1, 0, limit=200, delay=300))
+    assert row["labels_learned"] == 0 < row["labels_used"]
+
+
 def test_committee_strategies_are_simulated_with_the_committee():
     result = simulate(phishing(200), strategy="qbc_kl", policy="split", seed=2)
     assert result.model == "committee"
@@ -157,7 +172,10 @@ def test_simulate_cli_writes_summary_and_plot(tmp_path):
                  "--budget", "0.2", "--delay", "5", "--seed", "1", "--out", str(out)])  # fmt: skip
     assert code == 0
     summary = orjson.loads((out / "summary.json").read_bytes())
-    assert {"accuracy", "labels_used", "n", "us_per_sample", "us_per_decision", "curve"} <= set(summary)
+    assert {"accuracy", "labels_used", "labels_learned", "n", "us_per_sample", "curve"} <= set(summary)
+    assert (
+        summary["labels_used"] - 2 <= summary["labels_learned"] <= summary["labels_used"]
+    )  # (5 samples late)
     assert summary["n"] == len(phishing())
     assert summary["delay"] == 5
     assert summary["labels_used"] <= 0.22 * summary["n"]

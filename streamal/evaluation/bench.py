@@ -12,13 +12,15 @@ import functools
 import importlib.util
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamal.datasets import Record, load
+from streamal.datasets import BUILTIN, Record, load
+from streamal.errors import ConfigError, DataWarning, InvalidArgument
 from streamal.evaluation.overhead import SERVICE_BATCH
 from streamal.evaluation.simulate import SimulationResult, default_model, simulate
 
@@ -140,9 +142,44 @@ def dataset_name(source: str) -> str:
     return Path(source).stem if ("/" in source or "." in source) else source
 
 
+def dataset_names(sources: Iterable[str]) -> dict[str, str]:
+    """Each source's :func:`dataset_name`; a ``ConfigError`` when two sources would share one (two files
+    with the same stem, or a file named like a built-in data set), as the report would merge them.
+
+    >>> dataset_names(["phishing", "data/sea.csv"])
+    {'phishing': 'phishing', 'data/sea.csv': 'sea'}
+    >>> dataset_names(["a/data.csv", "b/data.csv"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamal.errors.ConfigError: --data a/data.csv and --data b/data.csv would both be called 'data' ...
+    """
+    names: dict[str, str] = {}
+    by_name: dict[str, str] = {}
+    for source in sources:
+        name = dataset_name(source)
+        if name in by_name and by_name[name] != source:
+            which = "the file" if name in BUILTIN else "one of the files"
+            raise ConfigError(
+                f"--data {by_name[name]} and --data {source} would both be called {name!r} in the results: "
+                f"rename {which}"
+            )
+        by_name[name] = source
+        names[source] = name
+    return names
+
+
 @functools.lru_cache(maxsize=16)
-def _records(source: str, target: str, limit: int | None) -> tuple[Record, ...]:
+def records_of(source: str, target: str = "label", limit: int | None = None) -> tuple[Record, ...]:
+    """:func:`~streamal.datasets.load`, once per process: its warnings about the data
+    (:class:`~streamal.errors.DataWarning`) are given by the first call. Load every data set of a bench
+    with it before running the bench: the runs do not repeat them."""
     return tuple(load(source, target=target, limit=limit))
+
+
+def _records(source: str, target: str, limit: int | None) -> tuple[Record, ...]:
+    with warnings.catch_warnings():  # given when the data was loaded first (records_of)
+        warnings.simplefilter("ignore", DataWarning)
+        return records_of(source, target, limit)
 
 
 def run_task(task: Task) -> dict[str, Any]:
@@ -182,6 +219,8 @@ def run_task(task: Task) -> dict[str, Any]:
         "delay": task.delay,
         "accuracy": float(result.accuracy),
         "labels_used": int(result.labels_used),
+        # (missing from the rows of older results.json files)
+        "labels_learned": result.labels_learned,
         "n": result.n,
         "spent": float(result.spent),
         "us_per_sample": float(result.us_per_sample),
@@ -205,7 +244,10 @@ def plan(
     peers: Iterable[str] = (),
     policy_params: dict[str, Any] | None = None,
 ) -> list[Task]:
-    """Every task of a bench, the peers first (they take longest)."""
+    """Every task of a bench, the peers first (they take longest). A policy parameter goes to the streamal
+    runs whose policy takes it (:func:`~streamal.policies.parameters`), and to no other."""
+    from streamal.policies import parameters
+
     given = tuple(sorted((policy_params or {}).items()))
     methods = [(p, "", "") for p in peers]
     parts = [combo_parts(c) for c in combos]
@@ -217,7 +259,7 @@ def plan(
         for budget in budgets:
             for seed in range(seeds):
                 for strategy, policy, model in methods:
-                    params = given if policy else ()
+                    params = tuple((k, v) for k, v in given if k in parameters(policy)) if policy else ()
                     tasks.append(
                         Task(dataset, strategy, policy, budget, seed, target, limit, delay, model, params)
                     )
@@ -257,6 +299,8 @@ def run(
     """Run ``tasks`` on ``jobs`` processes (all cores by default; 1: in this process), in order of the
     tasks in the result. ``done`` holds rows already known (from :func:`reusable`): those tasks are not
     run again."""
+    if jobs is not None and jobs < 1:
+        raise InvalidArgument(f"jobs must be at least 1 (or None: one per core), got {jobs}")
     jobs = jobs or os.cpu_count() or 1
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     for i, row in (done or {}).items():

@@ -250,6 +250,7 @@ def _skactiveml(
         delay,
         time.perf_counter() - started,
         decision_seconds,
+        learned=asked - len(due),
     )
 
 
@@ -289,6 +290,7 @@ def _river_entropy(records: Sequence[Record], budget: float, delay: int, seed: i
         delay,
         time.perf_counter() - started,
         decision_seconds,
+        learned=asked - len(due),
     )
 
 
@@ -304,6 +306,8 @@ def _result(
     delay: int,
     elapsed: float,
     decision_seconds: float,
+    *,
+    learned: int,
 ) -> SimulationResult:
     n = len(records)
     return SimulationResult(
@@ -318,6 +322,7 @@ def _result(
         us_per_sample=elapsed / n * 1e6 if n else 0.0,
         us_per_decision=decision_seconds / n * 1e6 if n else 0.0,
         delay=delay,
+        labels_learned=learned,
         curve=learning_curve(hits),
         hits=hits,
     )

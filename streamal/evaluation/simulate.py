@@ -21,6 +21,7 @@ from typing import Any
 
 from streamal.datasets import Record
 from streamal.engine import Engine
+from streamal.errors import InvalidArgument
 from streamal.evaluation.overhead import BEST_OF, time_decisions
 from streamal.messages import Label, Proba, Sample
 from streamal.models import build_model
@@ -46,6 +47,10 @@ class SimulationResult:
     us_per_decision_batched: float | None = None
     decision_batch: int | None = None
     delay: int = 0
+    #: labels the model learned (the engine's applied outcomes): fewer than ``labels_used`` when requests were
+    #: still waiting for their label as the stream ended (a label delay as long as the stream learns none);
+    #: ``None`` when not counted
+    labels_learned: int | None = None
     #: (samples seen, accuracy over the preceding ``curve_step`` samples)
     curve: list[tuple[int, float]] = field(default_factory=list)
     #: whether each prediction was right (for plots)
@@ -57,8 +62,14 @@ class SimulationResult:
         return self.labels_used / self.n if self.n else 0.0
 
     def summary(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("hits")
+        fields = asdict(self)
+        fields.pop("hits")
+        out = {}
+        for name, value in fields.items():
+            if name != "labels_learned":
+                out[name] = value
+            if name == "labels_used":  # the two side by side
+                out["labels_learned"] = self.labels_learned
         out["spent"] = self.spent
         return out
 
@@ -104,9 +115,9 @@ def simulate(
     costs when the service decides a poll of that many samples at once, whatever the label delay.
     """
     if delay < 0:
-        raise ValueError(f"delay must be non-negative, got {delay}")
+        raise InvalidArgument(f"delay must be non-negative, got {delay}")
     if decision_batch is not None and decision_batch < 1:
-        raise ValueError(f"decision_batch must be at least 1 (or None), got {decision_batch}")
+        raise InvalidArgument(f"decision_batch must be at least 1 (or None), got {decision_batch}")
     model = model or default_model(strategy)
     position = [0]
 
@@ -158,6 +169,7 @@ def simulate(
         us_per_decision_batched=batched,
         decision_batch=decision_batch,
         delay=delay,
+        labels_learned=engine.labels_learned,
         curve=learning_curve(hits, curve_step),
         hits=hits,
     )

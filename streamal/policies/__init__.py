@@ -27,6 +27,7 @@ __all__ = [
     "Split",
     "VariableUncertainty",
     "build_policy",
+    "parameters",
     "reads_clock",
 ]
 
@@ -51,15 +52,49 @@ def reads_clock(name: str) -> bool:
     return name in POLICIES and "clock" in inspect.signature(POLICIES[name]).parameters
 
 
-def build_policy(
-    name: str, budget: float, seed: int | None = None, params: dict[str, Any] | None = None
-) -> Policy:
+#: constructor arguments that are not parameters: ``build_policy`` passes the budget and the seed itself, and
+#: a simulation gives a ``clock`` (:func:`reads_clock`)
+_GIVEN = frozenset({"budget", "seed", "clock"})
+
+
+def parameters(name: str) -> frozenset[str]:
+    """The names the policy called ``name`` takes in ``build_policy``'s ``params``: its constructor's
+    keyword arguments and those of the bases it passes ``**kwargs`` on to (not the budget, the seed and the
+    clock, which are given otherwise).
+
+    >>> sorted(parameters("rate_limit") - parameters("variable_uncertainty"))
+    ['burst', 'labels_per_hour', 'rate_window']
+    >>> "labels_per_hour" in parameters("threshold")
+    False
+    """
+    names: set[str] = set()
+    for cls in _policy_class(name).__mro__:
+        if "__init__" not in vars(cls) or cls is object:
+            continue
+        signature = inspect.signature(vars(cls)["__init__"])
+        names |= {
+            p.name
+            for p in list(signature.parameters.values())[1:]  # not self
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            break  # the rest of the chain is not reachable by keyword
+    return frozenset(names - _GIVEN)
+
+
+def _policy_class(name: str) -> type[Policy]:
     try:
-        cls = POLICIES[name]
+        return POLICIES[name]
     except KeyError:
         raise ConfigError(
             f"policy.name: unknown policy {name!r}; choose one of {', '.join(sorted(POLICIES))}"
         ) from None
+
+
+def build_policy(
+    name: str, budget: float, seed: int | None = None, params: dict[str, Any] | None = None
+) -> Policy:
+    cls = _policy_class(name)
     try:
         return cls(budget=budget, seed=seed, **(params or {}))
     except (TypeError, ValueError) as exc:
