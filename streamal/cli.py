@@ -1,4 +1,4 @@
-"""``streamal <verb>``: run, demo, oracle, record, replay, simulate, bench."""
+"""``streamal <verb>``: run, demo, broker, oracle, record, replay, simulate, bench."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from streamal.errors import ConfigError, DataWarning, StreamalError
 
@@ -126,12 +126,36 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _against_kafka(bootstrap: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; a cluster that cannot be reached is a one-line error (exit 1), not a traceback."""
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        return asyncio.run(work)
+    except KafkaConnectionError as exc:
+        raise StreamalError(f"cannot reach the Kafka cluster at {bootstrap}: {exc}") from None
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from streamal.broker import serve
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return serve(args.host, args.port, stop, announce=lambda text: print(text, flush=True))
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
     from streamal.replay import record
 
-    options = _kafka_options(_bootstrap(args))
+    bootstrap = _bootstrap(args)
+    options = _kafka_options(bootstrap)
     with open(args.out, "wb") as out:
-        n = asyncio.run(
+        n = _against_kafka(
+            bootstrap,
             record(
                 options,
                 args.topic,
@@ -139,14 +163,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
                 max_messages=args.max_messages,
                 idle_seconds=args.idle_seconds,
                 until_end=not args.follow,
-            )
+            ),
         )
     print(f"recorded {n} messages from {', '.join(args.topic)} to {args.out}")
     return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from streamal.replay import read_file, replay
+    from streamal.replay import check_file, read_file, replay
 
     topic_map = {}
     for item in args.topic_map:
@@ -154,15 +178,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if not sep or not old or not new:
             raise ConfigError(f"--topic-map {item!r}: expected OLD=NEW")
         topic_map[old] = new
-    options = _kafka_options(_bootstrap(args))
-    n = asyncio.run(
+    bootstrap = _bootstrap(args)
+    options = _kafka_options(bootstrap)
+    check_file(Path(args.file))  # the whole file is read once first: a bad line stops it before any is sent
+    n = _against_kafka(
+        bootstrap,
         replay(
             options,
             read_file(Path(args.file)),
             speed=args.speed,
             topic_map=topic_map,
             keep_partitions=args.keep_partitions,
-        )
+            keep_timestamps=args.keep_timestamps,
+        ),
     )
     print(f"replayed {n} messages from {args.file}")
     return 0
@@ -488,7 +516,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=0.0, help="1: as recorded, 2: twice as fast, 0: at once")
     p.add_argument("--topic-map", action="append", default=[], metavar="OLD=NEW", help="rename a topic")
     p.add_argument("--keep-partitions", action="store_true", help="write to the recorded partitions")
+    p.add_argument(
+        "--keep-timestamps",
+        action="store_true",
+        help="give the records their recorded timestamps (default: the time of sending; mind that a topic's "
+        "retention counts from a record's timestamp)",
+    )
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser(
+        "broker",
+        help="an embedded Kafka-compatible broker (Tansu, in memory) in the foreground, to try streamal "
+        "run on one machine; Ctrl-C stops it",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=_cmd_broker)
 
     p = sub.add_parser("simulate", help="offline prequential evaluation of one strategy and policy")
     p.add_argument(

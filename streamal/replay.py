@@ -145,7 +145,11 @@ async def record(
     consumer = AIOKafkaConsumer(
         **options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # (a client that failed to start holds connections all the same)
+        raise
     n = 0
     try:
         await consumer.topics()  # refreshes the metadata
@@ -215,7 +219,11 @@ async def replay(
     """
     topic_map = topic_map or {}
     producer = AIOKafkaProducer(**options, acks="all", linger_ms=5, enable_idempotence=False)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
     n = 0
     pending: list[asyncio.Future[Any]] = []
     try:
