@@ -187,6 +187,14 @@ class CheckpointSettings(_Section):
         1.0, gt=0, description="Learner: least time between two model snapshots published."
     )
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        # an empty value (compose's ${VAR:-}) would be Path(""), the working directory, without a word
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; leave it out for no checkpoints, or give a directory")
+        return value
+
 
 class HttpSettings(_Section):
     host: str = Field("127.0.0.1", description="Address of /metrics, /healthz, /readyz and /v1/model.")

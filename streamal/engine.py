@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from math import isfinite
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -44,6 +45,19 @@ class Decision(NamedTuple):
     ts: float
 
 
+def finite(probas: list[Proba]) -> int:
+    """Replace, in place, every distribution of ``probas`` that has a NaN or an infinite value with the
+    uniform one over its classes (the model knows nothing of such a sample: maximally uncertain), and return
+    how many were. Models should not give them; a numerical accident (a torch model that diverged, a
+    feature at the edge of the float range) must not reach the ``predictions`` topic as ``null``."""
+    replaced = 0
+    for i, proba in enumerate(probas):
+        if not isfinite(sum(proba.values())):  # a NaN or an infinity carries through the sum
+            probas[i] = dict.fromkeys(proba, 1.0 / len(proba))
+            replaced += 1
+    return replaced
+
+
 def predict(probas: Sequence[Proba]) -> list[ClassLabel | None]:
     """Each sample's predicted class: its most probable (the first of equals), ``None`` for a model that
     knows no class yet."""
@@ -66,6 +80,9 @@ class Engine:
     #: seconds spent in the strategy and the policy (not the model): the per-decision overhead. A class
     #: attribute as well, so that an engine restored from an older checkpoint starts it at zero.
     decision_seconds: float = 0.0
+    #: distributions of the model with a NaN or an infinity, scored as uniform ones (:func:`finite`); a class
+    #: attribute as well, for engines restored from older checkpoints
+    invalid_probas: int = 0
     #: the windowed batch selector, if any (see :meth:`take_requests`); a class attribute as well, for
     #: engines restored from older checkpoints
     selector: Selector | None = None
@@ -94,6 +111,7 @@ class Engine:
         self._hits: deque[bool] = deque(maxlen=accuracy_window)
         self.correct_total = 0
         self.decision_seconds = 0.0
+        self.invalid_probas = 0
         self.selector = selector
         #: the decisions of the window still open (selector only): part of the pickled state
         self._window: list[Decision] = []
@@ -119,6 +137,7 @@ class Engine:
             return []
         xs = [s.features for s in samples]
         probas = self.model.predict_proba_many(xs)
+        self.invalid_probas += finite(probas)
         now = self._clock()
         version = self.model_version
         predictions = predict(probas)
@@ -248,4 +267,5 @@ class Engine:
             "prequential_accuracy": self.prequential_accuracy,
             "budget_spent": self.budget_spent,
             "outcomes": {o.value: n for o, n in self.outcomes.items()},
+            "invalid_probas": self.invalid_probas,
         }

@@ -142,11 +142,13 @@ def decode_sample(raw: bytes | None) -> Sample:
         ):
             kinds = set(map(type, features.values()))
             if kinds <= _FLOAT:  # finite: orjson refuses NaN and infinities
-                return Sample(sample_id, features, None if ts is None else float(ts), _sendable(meta))
+                return Sample(
+                    sample_id, _in_range(features), None if ts is None else float(ts), _sendable(meta)
+                )
             if kinds <= _NUMBER:
                 return Sample(
                     sample_id,
-                    {k: float(v) for k, v in features.items()},
+                    _in_range({k: float(v) for k, v in features.items()}),
                     None if ts is None else float(ts),
                     _sendable(meta),
                 )
@@ -154,7 +156,24 @@ def decode_sample(raw: bytes | None) -> Sample:
         valid = SampleSchema.model_validate(obj)
     except ValidationError as exc:
         raise _explain(exc) from None
-    return Sample(valid.id, valid.features, valid.ts, _sendable(valid.meta))
+    return Sample(valid.id, _in_range(valid.features), valid.ts, _sendable(valid.meta))
+
+
+#: the largest magnitude a feature may have: the models square and add features (distances, variances),
+#: which overflow to inf and NaN not far beyond 1e150, and a model that has learned one such sample then
+#: predicts NaN probabilities for every sample
+MAX_FEATURE = 1e100
+
+
+def _in_range(features: dict[str, float]) -> dict[str, float]:
+    """``features`` if none is beyond :data:`MAX_FEATURE` in magnitude, else a ``non_finite``
+    :class:`DecodeError` naming the first that is."""
+    if features and max(map(abs, features.values())) > MAX_FEATURE:
+        name, value = next((k, v) for k, v in features.items() if abs(v) > MAX_FEATURE)
+        raise DecodeError(
+            "non_finite", f"features.{name}: {value!r} is too large to compute with ({MAX_FEATURE:g} at most)"
+        )
+    return features
 
 
 def _sendable(meta: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -40,7 +40,9 @@ from streamal.strategies import build_strategy
 log = logging.getLogger(__name__)
 
 #: the model topic keeps only the newest snapshot (on a broker that compacts), and takes large ones
-MODEL_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(64 * 1024 * 1024)}
+#: the largest model snapshot the learner publishes (a committee of kNNs over 64 features pickles to 2.6 MB)
+MODEL_SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
+MODEL_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(MODEL_SNAPSHOT_MAX_BYTES)}
 
 #: /healthz fails when the loop has not turned for this long
 STALL_SECONDS = 30.0
@@ -74,6 +76,20 @@ def build_engine(settings: Settings, clock: Callable[[], float] = time.time, rol
             else None
         ),
     )
+
+
+def producer_options(settings: Settings, role: str) -> dict[str, Any]:
+    """The producer's settings beyond the connection: every record acknowledged by all in-sync replicas,
+    and, for the learner, requests as large as a model snapshot may be (the client's default of 1 MiB
+    refused any snapshot past it: the scorers then kept an older model)."""
+    options: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": settings.kafka.linger_ms,
+        "enable_idempotence": False,
+    }
+    if role == "learner":
+        options["max_request_size"] = MODEL_SNAPSHOT_MAX_BYTES
+    return options
 
 
 def share_capacity(policy: Policy, owned: int, total: int) -> None:
@@ -355,9 +371,7 @@ class Service:
                         s.kafka, [self.topics.models], partitions=1, configs=MODEL_TOPIC_CONFIG
                     )
             options = connection_options(s.kafka)
-            producer = AIOKafkaProducer(
-                **options, acks="all", linger_ms=s.kafka.linger_ms, enable_idempotence=False
-            )
+            producer = AIOKafkaProducer(**options, **producer_options(s, self.role))
             await producer.start()
             self._producer = producer
             consumer = AIOKafkaConsumer(

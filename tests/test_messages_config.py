@@ -72,6 +72,10 @@ def test_decode_sample_valid():
         (b'{"id": "s1", "features": {"x": -Infinity}}', "non_finite"),
         (b'{"id": "s1", "features": {"x": 1e400}}', "non_finite"),
         (b'{"id": "s1", "features": {"x": 1}, "ts": NaN}', "non_finite"),
+        (b'{"id": "s1", "features": {"x": 1e308}}', "non_finite"),  # finite, but squares overflow
+        (b'{"id": "s1", "features": {"x": 1.0, "y": -2e100}}', "non_finite"),
+        (b'{"id": "s1", "features": {"x": 1, "y": 1' + b"0" * 101 + b"}}", "non_finite"),  # an int
+        (b'{"id": "s1", "features": {"x": "a", "y": 1e300}}', "invalid_schema"),  # the schema's reason first
     ],
 )
 def test_decode_sample_refusals_have_a_reason(raw, reason):
@@ -98,6 +102,12 @@ def test_a_meta_too_deep_to_send_on_is_refused_and_one_that_can_be_is_kept(featu
     assert info.value.reason == "invalid_schema"
     kept = decode_sample(sample(200))
     assert label_request_message(kept, "a", {"a": 1.0}, 1.0, "entropy", 0, 0.0)  # it can be sent on
+
+
+def test_a_feature_too_large_to_compute_with_is_named_and_the_largest_allowed_is_kept():
+    with pytest.raises(DecodeError, match=r"features\.y: -2e\+101 is too large to compute with"):
+        decode_sample(b'{"id": "s1", "features": {"x": 1.0, "y": -2e101}}')
+    assert decode_sample(b'{"id": "s1", "features": {"x": 1e100, "y": -1e100}}').features["y"] == -1e100
 
 
 def test_decode_error_names_the_field():
@@ -284,6 +294,13 @@ def test_a_wrong_yaml_value_names_the_setting(tmp_path):
     path.write_text("http:\n  port: 99999\n")
     with pytest.raises(ConfigError, match=r"STREAMAL_HTTP__PORT \(http\.port\)"):
         load_settings(path, env={})
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_checkpoint_dir_is_refused_not_taken_for_the_working_directory(value):
+    with pytest.raises(ConfigError, match=r"STREAMAL_CHECKPOINT__DIR .*is empty"):
+        load_settings(None, env={"STREAMAL_CHECKPOINT__DIR": value})
+    assert load_settings(None, env={}).checkpoint.dir is None  # left out: no checkpoints
 
 
 def test_a_missing_config_file_raises(tmp_path):

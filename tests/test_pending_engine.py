@@ -303,3 +303,18 @@ def test_engine_expire_sweeps_old_requests():
     assert engine.learn(Label(id="a", label="x")) is LabelOutcome.EXPIRED
     assert engine.learn(Label(id="b", label="x")) is LabelOutcome.APPLIED
     assert engine.pending.timed_out == 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_distribution_with_a_nan_or_an_infinity_is_scored_as_uniform_and_counted(bad):
+    engine = Engine(ScriptedModel({"a": bad, "b": 0.5}), Margin(), _always())
+    [d] = engine.score([Sample(id="s1", features={"x": 1.0})])
+    assert d.proba == {"a": 0.5, "b": 0.5}  # nothing known of it: maximally uncertain, never null on the wire
+    assert d.uncertainty == 0.5
+    assert d.utility == 1.0
+    assert engine.invalid_probas == 1
+    assert engine.describe()["invalid_probas"] == 1
+    engine.model = ScriptedModel({"a": 0.7, "b": 0.3})
+    [d] = engine.score([Sample(id="s2", features={"x": 1.0})])
+    assert d.proba == {"a": 0.7, "b": 0.3}
+    assert engine.invalid_probas == 1
