@@ -65,8 +65,36 @@ def _hoeffding_tree(**params: Any) -> Any:
     return tree.HoeffdingTreeClassifier(**params)
 
 
+def _river_class(path: str) -> Callable[..., Any]:
+    """A factory of the river classifier ``<module>.<Class>``; one that tells only two classes apart
+    (river's ``_multiclass`` is False) comes wrapped in a ``multiclass.OneVsRestClassifier``."""
+    from river import base
+
+    module_name, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(f"river.{module_name}"), cls_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"model.name: no river classifier {path!r} ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, base.Classifier)):
+        what = "a regressor" if isinstance(cls, type) and issubclass(cls, base.Regressor) else "not one"
+        raise ConfigError(
+            f"model.name: river:{path} must be a river classifier, and it is {what}; "
+            "name one that predicts class probabilities, e.g. river:forest.ARFClassifier"
+        )
+
+    def build(**params: Any) -> Any:
+        estimator = cls(**params)
+        if estimator._multiclass:
+            return estimator
+        from river import multiclass
+
+        return multiclass.OneVsRestClassifier(estimator)
+
+    return build
+
+
 #: model name -> factory of the river estimator (or of a ready :class:`Model`, as the committee is);
-#: ``river:<module>.<Class>`` names any other river classifier
+#: ``river:<module>.<Class>`` names any other river classifier (see :func:`build_model`)
 MODELS: dict[str, Callable[..., Any]] = {
     "knn": _knn,
     "committee": _committee,
@@ -88,16 +116,22 @@ def build_model(name: str, params: dict[str, Any] | None = None) -> Model:
     'river:naive_bayes.GaussianNB'
     >>> build_model("committee", {"n_members": 3})
     CommitteeModel(n_members=3, n_neighbors=5, window_size=1000, max_features=1.0, seed=0)
+
+    ``river:<module>.<Class>`` must name a river classifier. One that only tells two classes apart (river's
+    ``_multiclass`` is False, as for ``linear_model.LogisticRegression``) is wrapped in a
+    ``multiclass.OneVsRestClassifier``, one copy per class, so that it takes any labels:
+
+    >>> type(build_model("river:linear_model.LogisticRegression").estimator).__name__
+    'OneVsRestClassifier'
+    >>> build_model("river:linear_model.LinearRegression")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamal.errors.ConfigError: model.name: river:linear_model.LinearRegression must be ... a regressor; ...
     """
     params = params or {}
+    factory: Callable[..., Any]
     if name.startswith("river:"):
-        path = name.removeprefix("river:")
-        module_name, _, cls_name = path.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(f"river.{module_name}"), cls_name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"model.name: no river classifier {path!r} ({exc})") from None
-        factory: Callable[..., Any] = cls
+        factory = _river_class(name.removeprefix("river:"))
     elif name in MODELS:
         factory = MODELS[name]
     else:

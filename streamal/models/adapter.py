@@ -18,9 +18,11 @@ class RiverModel(Model):
     A classifier that also offers ``predict_proba_batch`` (as :class:`~streamal.models.knn.KNNClassifier`
     does) is scored a whole batch at a time. So are river's linear classifiers that
     :func:`~streamal.models.river_linear.linear_scorer` recognises (``softmax``, a ``StandardScaler`` and a
-    ``SoftmaxRegression``; a ``LogisticRegression``), with numpy and the numbers river gives one sample at a
-    time. A batch smaller than the scorer's ``min_batch`` (10 samples for a softmax, 20 for a scaled logistic
-    regression, 64 for a bare one) still takes river's own path, faster for so few. Any other classifier is
+    ``SoftmaxRegression``; a ``LogisticRegression``, bare, scaled or in the ``OneVsRestClassifier`` that
+    ``river:linear_model.LogisticRegression`` comes in), with numpy and the numbers river gives one sample at
+    a time. A batch smaller than the scorer's ``min_batch`` (10 samples for a softmax, 20 for a scaled
+    logistic regression, 64 for a bare one; for a one-vs-rest, 32 over the number of classes, 24 over it
+    when scaled, at least 2) still takes river's own path, faster for so few. Any other classifier is
     scored one sample at a time.
 
     >>> from river import naive_bayes
