@@ -103,7 +103,9 @@ def test_deep_nesting_huge_numbers_and_oversized_messages_are_refused_with_a_rea
         (b'{"id": "h", "features": {"x": 1e309}}', "non_finite"),
         (b'{"id": "h", "features": {"x": -1e999}}', "non_finite"),
         (b'{"id": "h", "features": {"x": 123456789012345678901234567890}}', None),  # a big, finite number
-        (b'{"id": "h", "features": {"x": 1.7976931348623157e308}}', None),
+        # finite, but its square is not: a model that learned it would predict NaN for every sample after
+        (b'{"id": "h", "features": {"x": 1.7976931348623157e308}}', "non_finite"),
+        (b'{"id": "h", "features": {"x": 1e100}}', None),  # the largest magnitude taken
         (b'{"id": "' + b"x" * (MAX_MESSAGE_BYTES + 1) + b'", "features": {}}', "too_large"),
         (b'{"id": "' + b"x" * 600 + b'", "features": {}}', "invalid_schema"),
     ]:
