@@ -10,6 +10,11 @@
 
 A checkpoint must say where to resume every input partition; while some partition is neither assigned
 nor known to the engine (before the first assignment, during a rebalance) it waits for the next turn.
+
+It records the positions of what was delivered, so everything the engine caused must be acknowledged and
+committed first: for at most ``drain_seconds``, and not at all while the worker's last delivery or commit
+failed with output still outstanding (the cluster is away). Otherwise the checkpoint is postponed to a
+later turn; a failed delivery is processed again by the worker, as any other.
 """
 
 from __future__ import annotations
@@ -33,12 +38,20 @@ class Checkpoints:
     """The checkpoints of one service, in ``directory`` (None: it keeps none), signed with ``key``."""
 
     def __init__(
-        self, directory: Path | None, key: bytes, interval_seconds: float, every_labels: int
+        self,
+        directory: Path | None,
+        key: bytes,
+        interval_seconds: float,
+        every_labels: int,
+        drain_seconds: float = 5.0,
     ) -> None:
         self.directory = directory
         self.key = key
         self.interval_seconds = interval_seconds
         self.every_labels = every_labels
+        self.drain_seconds = drain_seconds
+        #: since when checkpoints are postponed (monotonic; None: the last one was written)
+        self._postponed_since: float | None = None
         #: the offsets of the checkpoint restored at start (empty if none was)
         self.restored_offsets: dict[str, dict[int, int]] = {}
         self.restored = False
@@ -85,11 +98,19 @@ class Checkpoints:
         """Snapshot ``engine`` with the offsets it reflects, once everything it caused is delivered.
 
         Call it between batches (the engine must not change meanwhile; the file is written in a thread).
-        Returns whether it was written: not while some input partition is neither assigned nor known.
+        Returns whether it was written: not while some input partition is neither assigned nor known, nor
+        while what the engine caused is not delivered and committed (see the module's description).
         """
         if self.directory is None:
             return False
-        await worker.drain()
+        if worker.failing and worker.unsettled:
+            self._postpone("the Kafka cluster did not take the last output or commit")
+            return False
+        if not await worker.drain(self.drain_seconds):
+            self._postpone(
+                f"the output so far was not delivered and committed within {self.drain_seconds:g} s"
+            )
+            return False
         positions = {t: dict(p) for t, p in worker.positions.items()}
         if consumer is not None:
             expected: set[tuple[str, int]] = set()
@@ -116,4 +137,17 @@ class Checkpoints:
         self._labels_at_last = engine.labels_learned
         await asyncio.to_thread(checkpoint.write, self.directory, payload, created, self.key)
         self._stamp = checkpoint.stamp(self.directory)  # our own: nothing to restore from it later
+        if self._postponed_since is not None:
+            log.info(
+                "checkpoint written, %.0f s after it was first postponed", self._last - self._postponed_since
+            )
+            self._postponed_since = None
         return True
+
+    def _postpone(self, why: str) -> None:
+        """Say once why checkpoints wait (the loop asks again at every turn)."""
+        if self._postponed_since is None:
+            self._postponed_since = time.monotonic()
+            log.warning("checkpoint postponed: %s", why)
+        else:
+            log.debug("checkpoint postponed: %s", why)

@@ -20,7 +20,9 @@ class DecodeError(StreamalError):
     ``reason`` is one of a small, fixed set (it becomes a metric label), ``detail`` is for people.
     """
 
-    REASONS = frozenset({"invalid_json", "invalid_schema", "non_finite", "too_large", "invalid_encoding"})
+    REASONS = frozenset(
+        {"invalid_json", "invalid_schema", "non_finite", "too_large", "invalid_encoding", "model_error"}
+    )
 
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in self.REASONS:

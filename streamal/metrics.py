@@ -46,19 +46,27 @@ class Metrics:
         self.consumed = Counter(
             "streamal_consumed_records", "Records read, by input topic.", ["topic"], registry=registry
         )
-        self.samples = Counter("streamal_samples", "Samples scored.", registry=registry)
-        self.predictions = Counter(
-            "streamal_predictions",
-            "Predictions sent (offsets are committed once the broker acknowledged them).",
+        self.samples = Counter(
+            "streamal_samples",
+            "Samples scored, counted once the broker acknowledged their predictions.",
             registry=registry,
         )
-        self.label_requests = Counter("streamal_label_requests", "Label requests made.", registry=registry)
+        self.predictions = Counter(
+            "streamal_predictions",
+            "Predictions sent, counted once the broker acknowledged them (their offsets are then committed).",
+            registry=registry,
+        )
+        self.label_requests = Counter(
+            "streamal_label_requests",
+            "Label requests made, counted once the broker acknowledged them.",
+            registry=registry,
+        )
         self.labels = Counter(
             "streamal_labels", "Labels received, by outcome.", ["outcome"], registry=registry
         )
         self.dead_letters = Counter(
             "streamal_dead_letters",
-            "Malformed messages sent to the dead-letter topic, by reason.",
+            "Messages sent to the dead-letter topic (malformed, too large, or failing the model), by reason.",
             ["reason"],
             registry=registry,
         )
@@ -149,7 +157,7 @@ class Metrics:
             self.processing.labels(stage)
         for cause in ("evicted", "timed_out"):
             self.pending_dropped.labels(cause)
-        for kind in ("produce", "commit", "checkpoint", "snapshot"):
+        for kind in ("produce", "commit", "checkpoint", "snapshot", "model"):
             self.errors.labels(kind)
 
 

@@ -29,7 +29,7 @@ from streamal.kafka.assignor import SingleActiveAssignor
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.kafka.models import ModelFollower, publish
 from streamal.kafka.outbox import Outbox
-from streamal.kafka.worker import Topics, Worker
+from streamal.kafka.worker import DeliveryRefusedError, Topics, Worker
 from streamal.metrics import Metrics
 from streamal.models import Model, build_model
 from streamal.pending import PendingRequests
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 #: the model topic keeps only the newest snapshot (on a broker that compacts), and takes large ones
 #: the largest model snapshot the learner publishes (a committee of kNNs over 64 features pickles to 2.6 MB)
 MODEL_SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
+#: exit codes of ``streamal run`` besides 0, 1 (no cluster at start) and 2 (a wrong setting): no cluster for
+#: ``kafka.max_outage_seconds`` while running; the cluster refuses the output for good (a topic's size limit,
+#: a missing permission: see :class:`~streamal.kafka.worker.DeliveryRefusedError`)
+EXIT_NO_CLUSTER = 3
+EXIT_OUTPUT_REFUSED = 4
 MODEL_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(MODEL_SNAPSHOT_MAX_BYTES)}
 
 #: /healthz fails when the loop has not turned for this long
@@ -120,14 +125,12 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self._service.revoked_at = time.monotonic()
         worker = self._service._worker
-        if worker is not None and revoked:
-            # deliver and commit what was taken from these partitions before another member gets them
-            try:
-                await asyncio.wait_for(worker.drain(), 5)
-            except (KafkaError, TimeoutError) as exc:
-                log.warning(
-                    "could not commit everything before a rebalance (%r): it will be processed again", exc
-                )
+        # deliver and commit what was taken from these partitions before another member gets them
+        if worker is not None and revoked and not await worker.drain(5.0):
+            log.warning(
+                "could not deliver and commit everything within 5 s before a rebalance: what was not "
+                "committed will be processed again by the partitions' next owner"
+            )
         self._service.assigned -= set(revoked)
         for tp in revoked:
             with contextlib.suppress(KeyError):
@@ -435,15 +438,19 @@ class Service:
                 s.policy.name,
                 s.policy.budget,
             )
-            await self._worker.run(self._stopping)
-            watchdog.cancel()
-            await admin.close()
+            try:
+                await self._worker.run(self._stopping)
+            except DeliveryRefusedError:  # (logged, with the topic, where it was raised)
+                self.exit_code = EXIT_OUTPUT_REFUSED
+            finally:
+                watchdog.cancel()
+                await admin.close()
             if self._follower is not None:
                 await asyncio.wait_for(following, 5)
                 await _close(follower_consumer)
             # a standby learner that never read anything publishes and checkpoints nothing: its engine is
             # older than the active learner's
-            if self.role == "learner" and self._worker.clean_stop and self._reading:
+            if self.role == "learner" and self._worker.clean_stop and self.exit_code == 0 and self._reading:
                 await self._publish(producer, force=True)
             if self._worker.clean_stop and self.exit_code == 0 and self._reading:
                 await self._checkpoint()
@@ -511,7 +518,7 @@ class Service:
                     )
                 if limit and now - down_since >= limit:
                     log.error("no Kafka cluster for %.0f s: exiting so that the service is restarted", limit)
-                    self.exit_code = 3
+                    self.exit_code = EXIT_NO_CLUSTER
                     self.stop()
             if up and self._verify_cluster:
                 self._verify_cluster = not await self._start_over_if_the_cluster_forgot()

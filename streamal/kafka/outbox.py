@@ -8,6 +8,7 @@ with ``scripts/bench_throughput.py``); the key still decides the partition, with
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +59,9 @@ class Outbox:
     async def _ship(self, slot: tuple[str, int]) -> None:
         batch = self._open.pop(slot)
         batch.close()
-        self._sent.append(await self._producer.send_batch(batch, slot[0], partition=slot[1]))
+        sent = await self._producer.send_batch(batch, slot[0], partition=slot[1])
+        sent.add_done_callback(functools.partial(_say_where, slot))
+        self._sent.append(sent)
 
     async def ship(self) -> asyncio.Future[Any]:
         """Send what is queued; returns a future that resolves once the broker acknowledged all of it."""
@@ -67,6 +70,20 @@ class Outbox:
         sent, self._sent = self._sent, []
         return asyncio.gather(*sent)
 
+    def discard(self) -> None:
+        """Forget what was queued or sent since the last :meth:`ship` (after a failed delivery: the batches
+        are processed again, and produce all of it again)."""
+        self._open.clear()
+        for sent in self._sent:
+            sent.cancel()
+        self._sent.clear()
+
     def forget_partitions(self) -> None:
         """Drop the cached partition lists (after a topic grew)."""
         self._partitions.clear()
+
+
+def _say_where(slot: tuple[str, int], sent: asyncio.Future[Any]) -> None:
+    """A failed delivery names its topic and partition (the broker's error does not)."""
+    if not sent.cancelled() and (exc := sent.exception()) is not None:
+        exc.add_note(f"delivering to {slot[0]} partition {slot[1]}")

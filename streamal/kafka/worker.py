@@ -5,6 +5,16 @@ acknowledged by the broker, so a crash repeats work but never skips it (at least
 pipelined: the loop goes on with the next batch while earlier ones wait for their acknowledgements (at
 most ``max_in_flight`` batches), and commits are coalesced, in order, in the background. A batch whose
 output cannot be delivered is not committed: the consumer seeks back to it and processes it again.
+
+What a batch is counted for (samples, predictions, label requests, dead letters) and how far its input
+partitions have been taken in (:attr:`Worker.positions`, what a checkpoint records) both move when its
+output is acknowledged, so a batch processed again counts once and a checkpoint never records a position
+past output that was not delivered.
+
+Nothing one message does stops the loop: a message the model fails on goes to the dead-letter topic
+(``model_error``), and so does a sample whose prediction or label request would be over the size limit
+(``too_large``). An error the cluster would repeat at every retry (a record over a topic's size limit, no
+permission to write a topic) stops it with :class:`DeliveryRefusedError` instead of a retry for ever.
 """
 
 from __future__ import annotations
@@ -12,19 +22,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    CommitFailedError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
-from streamal.engine import Engine
-from streamal.errors import DecodeError
-from streamal.kafka.outbox import Outbox
+from streamal.engine import Decision, Engine
+from streamal.errors import DecodeError, StreamalError
+from streamal.kafka.outbox import Headers, Outbox
 from streamal.kafka.partitioner import partitions_for
 from streamal.messages import (
+    MAX_MESSAGE_BYTES,
     Label,
     Sample,
     decode_label,
@@ -38,6 +58,77 @@ from streamal.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _MAX_DETAIL = 1000
+
+#: what a dead letter keeps of an original value that is too large to pass on whole
+DEAD_LETTER_PREFIX_BYTES = 65_536
+
+#: room kept in a record batch for its own header (61 bytes) and the record's framing (varints), so that a
+#: record whose key, value and headers take up to ``MAX_MESSAGE_BYTES - _RECORD_OVERHEAD`` bytes is accepted
+#: by a topic with Kafka's default ``max.message.bytes`` (``MAX_MESSAGE_BYTES`` + 12)
+_RECORD_OVERHEAD = 1024
+
+#: a number re-encoded as a float takes at most 24 characters where its sample may have used 3 ("1e9") with
+#: its separator: a sample's label request is at most this many times its size, plus its prediction's
+_REENCODED_GROWTH = 8
+
+#: produce errors the cluster gives again at every retry: they stop the service (DeliveryRefusedError).
+#: ``KafkaError.retriable`` cannot tell: a timed-out delivery, which a retry cures, is not "retriable" either.
+_REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    InvalidTopicError,
+)
+
+#: at most one traceback of a model error per this many seconds (each error is logged, and counted)
+_TRACEBACK_EVERY = 60.0
+
+
+class DeliveryRefusedError(StreamalError):
+    """The Kafka cluster refuses the service's output in a way a retry cannot change: a record batch over a
+    topic's ``max.message.bytes``, or no permission to write a topic. Retrying would process the same batch
+    again for ever (publishing its other outputs again each time), so the service stops. Fix the topic's
+    configuration or the ACLs the message names and start it again: it resumes from its committed offsets."""
+
+
+def _record_size(key: bytes | None, value: bytes, headers: Headers = ()) -> int:
+    """What a record takes in a record batch of its own, at most (see ``_RECORD_OVERHEAD``)."""
+    return (
+        _RECORD_OVERHEAD
+        + len(key or b"")
+        + len(value)
+        + sum(len(name.encode()) + len(data) for name, data in headers)
+    )
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one batch is counted for, once its output is acknowledged."""
+
+    samples: int = 0
+    predictions: int = 0
+    requests: int = 0
+    decision_seconds: float = 0.0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch produced but not yet acknowledged."""
+
+    acks: asyncio.Future[Any]
+    #: the first offset of each input partition of the batch
+    firsts: dict[TopicPartition, int]
+    #: the next offset of each
+    ends: dict[TopicPartition, int]
+    tally: _Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +155,7 @@ class Worker:
         retry_backoff_seconds: float = 1.0,
         max_in_flight: int = 4,
         drain_seconds: float = 5.0,
+        commit_timeout_seconds: float = 10.0,
         on_batch: Callable[[], Awaitable[None]] | None = None,
         before_start: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
@@ -78,13 +170,15 @@ class Worker:
         self._on_batch = on_batch
         self._before_start = before_start
         self._max_in_flight = max_in_flight
-        #: batches produced but not yet acknowledged: (acks, first offsets, next offsets)
-        self._in_flight: deque[
-            tuple[asyncio.Future[Any], dict[TopicPartition, int], dict[TopicPartition, int]]
-        ]
-        self._in_flight = deque()
+        #: batches produced but not yet acknowledged, oldest first
+        self._in_flight: deque[_InFlight] = deque()
         self._to_commit: dict[TopicPartition, int] = {}
-        self._commit_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[bool] | None = None
+        self._commit_timeout = commit_timeout_seconds
+        #: no commit is started before this (monotonic): a failed one is retried after the retry backoff
+        self._commit_after = 0.0
+        self._failing = False
+        self._model_traceback_at = -_TRACEBACK_EVERY
         self._holding = False
         self._held_since = 0.0
         self._held_warned = 0.0
@@ -98,7 +192,8 @@ class Worker:
         self._dropped = {"evicted": engine.pending.evicted, "timed_out": engine.pending.timed_out}
         for topic in (topics.samples, topics.labels, topics.label_requests):
             metrics.consumed.labels(topic)
-        #: topic -> partition -> next offset, of everything the engine has taken in (what a checkpoint holds)
+        #: topic -> partition -> next offset, of everything the engine has taken in whose output the broker
+        #: acknowledged (what a checkpoint holds: a restart from it skips nothing)
         self.positions: dict[str, dict[int, int]] = {}
         #: topic -> partition -> the last offset committed
         self.committed: dict[str, dict[int, int]] = {}
@@ -170,8 +265,22 @@ class Worker:
                 return False
         return True
 
+    @property
+    def failing(self) -> bool:
+        """The last delivery or commit failed or timed out, and none has succeeded since: the cluster is
+        probably away, and waiting for it to take what is outstanding would be waiting in vain."""
+        return self._failing
+
+    @property
+    def unsettled(self) -> bool:
+        """Some output is not yet acknowledged, or some offsets not yet committed."""
+        return bool(self._in_flight or self._to_commit or self._commit_task is not None)
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """Loop until ``stopping`` is set; what is in flight is then delivered and committed."""
+        """Loop until ``stopping`` is set; what is in flight is then delivered and committed.
+
+        Raises :class:`DeliveryRefusedError` when the cluster refuses the output for good.
+        """
         while not stopping.is_set():
             if self._before_start is not None:
                 # nothing is read (so nothing is committed) until ``before_start`` says so: the service writes
@@ -198,7 +307,12 @@ class Worker:
                         timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
                     )
                     if batch:
-                        await self._handle(batch)
+                        try:
+                            await self._handle(batch)
+                        except KafkaError:
+                            # its output was not all handed to the producer: read it again after the recovery
+                            self._rewind(batch)
+                            raise
                     await self._settle(wait=False)
             except KafkaError as exc:
                 await self._recover(exc)
@@ -212,15 +326,16 @@ class Worker:
                 self._last_expire = now
                 self.engine.expire()
             if self._on_batch is not None:
-                await self._on_batch()
-        try:
-            await asyncio.wait_for(self.drain(), self._drain_seconds)
-        except (KafkaError, TimeoutError) as exc:
+                try:
+                    await self._on_batch()
+                except KafkaError as exc:
+                    await self._recover(exc)
+        if not await self.drain(self._drain_seconds):
             self.clean_stop = False
             log.warning(
-                "stopping with output not acknowledged (%r): its input was not committed and will be "
-                "processed again after a restart",
-                exc,
+                "stopping with output not acknowledged or offsets not committed within %g s: that input "
+                "will be processed again after a restart",
+                self._drain_seconds,
             )
 
     async def _idle_poll(self) -> None:
@@ -236,81 +351,156 @@ class Worker:
         if batch:
             self._rewind(batch)
 
-    async def drain(self) -> None:
-        """Wait until every batch handled so far is acknowledged and its offsets committed."""
-        await self._settle(wait=True, everything=True)
-        if self._commit_task is not None:
-            await self._commit_done(self._commit_task)
-        if self._to_commit:
-            offsets, self._to_commit = self._to_commit, {}
-            await self._commit(offsets)
+    async def drain(self, seconds: float | None = None) -> bool:
+        """Wait until every batch handled so far is acknowledged and its offsets committed, for at most
+        ``seconds``; returns whether they are.
+
+        A failed delivery stays where it is, at the head of the batches in flight, and the loop processes it
+        again at its next turn (:meth:`_recover`), as any other; a timeout counts as a failure (see
+        :attr:`failing`). It may run in another task than the loop's (a rebalance listener), so it changes
+        nothing the loop may be in the middle of. Cancelling it (``asyncio.wait_for``) is safe.
+        """
+        try:
+            async with asyncio.timeout(seconds):
+                await self._settle(wait=True, everything=True)
+                while self._commit_task is not None or self._to_commit:
+                    if self._commit_task is None:
+                        self._start_commit()
+                    if not await self._commit_finished():
+                        return False
+                return True
+        except TimeoutError:
+            self._failing = True
+            return False
+        except KafkaError as exc:
+            log.debug("output not delivered: %r", exc)
+            return False
 
     async def _settle(self, wait: bool, everything: bool = False) -> None:
-        """Take acknowledged batches off the in-flight queue, in order; start a commit of their offsets.
+        """Take acknowledged batches off the in-flight queue, in order: count them, move the positions past
+        them, and start a commit of their offsets.
 
         ``wait``: wait up to a second for the oldest batch; ``everything``: wait for all of them.
         """
         while self._in_flight:
-            acks, _, ends = self._in_flight[0]
+            batch = self._in_flight[0]
+            acks = batch.acks
             if not acks.done():
                 if everything:
                     await asyncio.wait([acks])
                 elif wait:
                     await asyncio.wait([acks], timeout=1.0)
                     wait = False
+                if not self._in_flight or self._in_flight[0] is not batch:
+                    continue  # settled meanwhile by a drain in another task (a rebalance listener)
                 if not acks.done():
                     break
             if acks.cancelled():  # the producer gave the batch up (e.g. while the broker was away)
                 raise KafkaError("the delivery of a batch was cancelled")
             acks.result()  # raises if the delivery failed
             self._in_flight.popleft()
-            self._to_commit.update(ends)
-        if self._to_commit and (self._commit_task is None or self._commit_task.done()):
-            if self._commit_task is not None:
-                await self._commit_done(self._commit_task)
-            offsets, self._to_commit = self._to_commit, {}
-            self._commit_task = asyncio.create_task(self._commit(offsets))
+            self._to_commit.update(batch.ends)
+            for tp, offset in batch.ends.items():
+                self.positions.setdefault(tp.topic, {})[tp.partition] = offset
+            self._count(batch.tally)
+        if self._commit_task is not None and self._commit_task.done():
+            await self._commit_finished()
+        if self._to_commit and self._commit_task is None and time.monotonic() >= self._commit_after:
+            self._start_commit()
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def _count(self, tally: _Tally) -> None:
+        metrics = self._metrics
+        metrics.samples.inc(tally.samples)
+        # with the samples: the per-decision overhead is the ratio of the two
+        metrics.decision_seconds.inc(tally.decision_seconds)
+        metrics.predictions.inc(tally.predictions)
+        metrics.label_requests.inc(tally.requests)
+        for reason, n in tally.dead_letters.items():
+            metrics.dead_letters.labels(reason).inc(n)
+
+    def _start_commit(self) -> None:
+        offsets, self._to_commit = self._to_commit, {}
+        self._commit_task = asyncio.create_task(self._commit(offsets))
+
+    async def _commit_finished(self) -> bool:
+        """Wait for the commit under way (never cancelling it) and return whether it succeeded."""
+        task = self._commit_task
+        assert task is not None
+        await asyncio.wait([task])
+        if self._commit_task is task:  # not already followed by another (started by another task)
+            self._commit_task = None
+        return task.result()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
         t0 = time.perf_counter()
         try:
-            await self._consumer.commit(offsets)
+            # bounded: aiokafka waits for a group coordinator for as long as the cluster is away
+            await asyncio.wait_for(self._consumer.commit(offsets), self._commit_timeout)
         except CommitFailedError as exc:
             # the group rebalanced under us: the new owner processes these records again (at least once)
             self._metrics.errors.labels("commit").inc()
             log.warning("commit failed after a rebalance: %r", exc)
-            return
+            return False
+        except (KafkaError, TimeoutError) as exc:
+            self._metrics.errors.labels("commit").inc()
+            self._failing = True
+            self._commit_after = time.monotonic() + self._backoff
+            assigned = self._consumer.assignment()
+            for tp, offset in offsets.items():
+                if tp in assigned:  # unless a newer offset of the partition is waiting already
+                    self._to_commit.setdefault(tp, offset)
+            log.warning("commit failed, the next one will carry its offsets: %r", exc)
+            return False
+        self._failing = False
         self._metrics.processing.labels("commit").observe(time.perf_counter() - t0)
         for tp, offset in offsets.items():
             self.committed.setdefault(tp.topic, {})[tp.partition] = offset
-
-    async def _commit_done(self, task: asyncio.Task[None]) -> None:
-        self._commit_task = None
-        try:
-            await task
-        except KafkaError as exc:
-            self._metrics.errors.labels("commit").inc()
-            log.warning("commit failed, the next one will carry its offsets: %r", exc)
+        return True
 
     async def _recover(self, exc: KafkaError) -> None:
-        """Delivery failed: seek back to the oldest batch not acknowledged and process it all again."""
+        """Delivery failed: seek back to the oldest batch not acknowledged and process it all again.
+
+        The positions stay where the acknowledged batches end (where the consumer is sent back to), and
+        nothing of the failed batches is counted. An error a retry cannot cure raises
+        :class:`DeliveryRefusedError` instead.
+        """
         self._metrics.errors.labels("produce").inc()
+        self._failing = True
+        if isinstance(exc, _REFUSED_FOR_GOOD):
+            where = "; ".join(getattr(exc, "__notes__", ())) or "delivering the output"
+            log.error(
+                "the Kafka cluster refuses the output for good (%r, %s): stopping rather than retrying "
+                "the same batch for ever; check the topics' max.message.bytes and the ACLs",
+                exc,
+                where,
+            )
+            raise DeliveryRefusedError(
+                f"the Kafka cluster refuses the service's output ({exc!r}, {where}): check the topic's "
+                "max.message.bytes and the service's permission to write it, then start again"
+            ) from exc
         log.warning("delivery failed, the batches in flight will be processed again: %r", exc)
         starts: dict[TopicPartition, int] = {}
-        for acks, first, _ in self._in_flight:
-            acks.cancel()
-            for tp, offset in first.items():
+        for batch in self._in_flight:
+            batch.acks.cancel()
+            # a cancelled gather still ends with an exception (CancelledError): read it, or asyncio logs it
+            batch.acks.add_done_callback(_read_outcome)
+            for tp, offset in batch.firsts.items():
                 starts[tp] = min(offset, starts.get(tp, offset))
         self._in_flight.clear()
+        self._outbox.discard()
         for tp, offset in starts.items():
             self._consumer.seek(tp, offset)
+            taken = self.positions.setdefault(tp.topic, {})
+            taken[tp.partition] = min(offset, taken.get(tp.partition, offset))
         await asyncio.sleep(self._backoff)
 
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         t0 = time.perf_counter()
         topics, engine, metrics, outbox = self._topics, self.engine, self._metrics, self._outbox
+        tally = _Tally()
         samples: list[Sample] = []
-        labels: list[Label] = []
+        sources: list[ConsumerRecord] = []  # the record of each sample
+        labels: list[tuple[Label, ConsumerRecord]] = []
         offsets: dict[TopicPartition, int] = {}
         firsts: dict[TopicPartition, int] = {}
         n_records = 0
@@ -324,82 +514,57 @@ class Worker:
                     try:
                         samples.append(decode_sample(record.value))
                     except DecodeError as exc:
-                        await self._dead_letter(record, exc)
+                        await self._dead_letter(record, exc.reason, str(exc), tally)
+                    else:
+                        sources.append(record)
             elif tp.topic == topics.labels:
                 for record in records:
                     try:
-                        labels.append(decode_label(record.value))
+                        labels.append((decode_label(record.value), record))
                     except DecodeError as exc:
-                        await self._dead_letter(record, exc)
+                        await self._dead_letter(record, exc.reason, str(exc), tally)
             elif tp.topic == topics.label_requests:
                 for record in records:
                     try:
                         req = decode_label_request(record.value)
                     except DecodeError as exc:
-                        await self._dead_letter(record, exc)
+                        await self._dead_letter(record, exc.reason, str(exc), tally)
                         continue
                     engine.register_request(
                         req.id, req.features, req.prediction, req.model_version, req.requested_at
                     )
         t1 = time.perf_counter()
         version_before = engine.model_version
-        for label in labels:
-            metrics.labels.labels(engine.learn(label).value).inc()
+        for label, record in labels:
+            try:
+                outcome = engine.learn(label)
+            except Exception as exc:  # the model's own failure: this label is set aside, the loop goes on
+                self._model_failed(exc, f"learning the label of {label.id!r}")
+                await self._dead_letter(record, "model_error", f"learning it: {exc!r}", tally)
+                continue
+            metrics.labels.labels(outcome.value).inc()
         t2 = time.perf_counter()
         decided_before = engine.decision_seconds
-        decisions = engine.score(samples)
+        invalid_before = engine.invalid_probas
+        try:
+            decisions = engine.score(samples)
+        except Exception as exc:  # the model's own failure: these samples are set aside, the loop goes on
+            self._model_failed(exc, f"scoring a batch of {len(samples)} samples")
+            for record in sources:
+                await self._dead_letter(record, "model_error", f"scoring its batch: {exc!r}", tally)
+            decisions, sources = [], []
+        if engine.invalid_probas > invalid_before:  # scored as uniform (Engine.score): still a model error
+            invalid = engine.invalid_probas - invalid_before
+            metrics.errors.labels("model").inc(invalid)
+            log.warning("the model gave %d distributions with NaN or infinity: scored as uniform", invalid)
         t3 = time.perf_counter()
-        requests = 0
-        pred_topic, req_topic = topics.predictions, topics.label_requests
-        pred_parts = await outbox.partitions_of(pred_topic)
-        req_parts = await outbox.partitions_of(req_topic)
-        keys = [d.sample.id.encode() for d in decisions]
-        pred_index = partitions_for(keys, len(pred_parts)).tolist() if keys else []
-        same_parts = pred_parts == req_parts
-        strategy = engine.strategy.name
-        for d, key, index in zip(decisions, keys, pred_index, strict=True):
-            partition = pred_parts[index]
-            await outbox.add(
-                pred_topic,
-                key,
-                prediction_message(
-                    d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
-                ),
-                partition=partition,
-            )
-            if d.queried:
-                requests += 1
-                await outbox.add(
-                    req_topic,
-                    key,
-                    label_request_message(
-                        d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
-                    ),
-                    partition=partition if same_parts else None,
-                )
-        # windowed selection: requests for samples of this or earlier batches, decided when a window filled
-        # (their predictions went out with their own batch)
-        for d in engine.take_requests():
-            requests += 1
-            await outbox.add(
-                req_topic,
-                d.sample.id.encode(),
-                label_request_message(
-                    d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
-                ),
-            )
+        tally.decision_seconds = engine.decision_seconds - decided_before
+        await self._send_decisions(decisions, sources, tally)
         t4 = time.perf_counter()
         acks = await outbox.ship()
-        self._in_flight.append((acks, firsts, offsets))
+        self._in_flight.append(_InFlight(acks, firsts, offsets, tally))
         t5 = time.perf_counter()
-        for tp, offset in offsets.items():
-            self.positions.setdefault(tp.topic, {})[tp.partition] = offset
 
-        metrics.samples.inc(len(samples))
-        # (with the samples: a batch polled again counts once)
-        metrics.decision_seconds.inc(engine.decision_seconds - decided_before)
-        metrics.predictions.inc(len(decisions))
-        metrics.label_requests.inc(requests)
         metrics.batch_size.observe(n_records)
         stage = metrics.processing.labels
         stage("decode").observe(t1 - t0)
@@ -420,17 +585,108 @@ class Worker:
                 metrics.pending_dropped.labels(cause).inc(total - self._dropped[cause])
                 self._dropped[cause] = total
 
-    async def _dead_letter(self, record: ConsumerRecord, exc: DecodeError) -> None:
+    async def _send_decisions(
+        self, decisions: Sequence[Decision], sources: Sequence[ConsumerRecord], tally: _Tally
+    ) -> None:
+        """Queue each sample's prediction, and its label request if it was asked for; a sample whose
+        prediction or label request would be over the size limit goes to the dead-letter topic instead."""
+        engine, outbox, topics = self.engine, self._outbox, self._topics
+        pred_topic, req_topic = topics.predictions, topics.label_requests
+        pred_parts = await outbox.partitions_of(pred_topic)
+        req_parts = await outbox.partitions_of(req_topic)
+        keys = [d.sample.id.encode() for d in decisions]
+        pred_index = partitions_for(keys, len(pred_parts)).tolist() if keys else []
+        same_parts = pred_parts == req_parts
+        strategy = engine.strategy.name
+        windowed = engine.selector is not None
+        limit = MAX_MESSAGE_BYTES
+        # the room a record's key and value may take (a label request: 64 bytes less, for the time of a
+        # request made later, from a window, being longer)
+        room = limit - _RECORD_OVERHEAD
+        for d, record, key, index in zip(decisions, sources, keys, pred_index, strict=True):
+            prediction = prediction_message(
+                d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
+            )
+            request = None
+            # with a selector any sample may be asked for later (see take_requests): its request must fit too
+            if d.queried or (
+                windowed and _REENCODED_GROWTH * len(record.value or b"") + len(prediction) + 64 > room
+            ):
+                request = label_request_message(
+                    d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+                )
+            if len(key) + len(prediction) > room or (
+                request is not None and len(key) + len(request) + 64 > room
+            ):
+                sizes = [f"its prediction would be {len(prediction)} bytes"]
+                if request is not None:
+                    sizes.append(f"its label request {len(request)} bytes")
+                detail = (
+                    f"{', '.join(sizes)}: over the {limit} bytes a record may take with its key and framing"
+                )
+                await self._dead_letter(record, "too_large", detail, tally)
+                continue
+            partition = pred_parts[index]
+            await outbox.add(pred_topic, key, prediction, partition=partition)
+            tally.samples += 1
+            tally.predictions += 1
+            if d.queried and request is not None:
+                tally.requests += 1
+                await outbox.add(req_topic, key, request, partition=partition if same_parts else None)
+        # windowed selection: requests for samples of this or earlier batches, decided when a window filled
+        # (their predictions went out with their own batch)
+        for d in engine.take_requests():
+            key = d.sample.id.encode()
+            request = label_request_message(
+                d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+            )
+            if _record_size(key, request) > limit:
+                # checked with room to spare when it was scored, and dead-lettered then
+                log.warning(
+                    "label request for %r not sent: %d bytes, over the limit", d.sample.id, len(request)
+                )
+                continue
+            tally.requests += 1
+            await outbox.add(req_topic, key, request)
+
+    def _model_failed(self, exc: Exception, doing: str) -> None:
+        """Count and log an exception of the model (or the strategy, the policy); a traceback at most once a
+        minute."""
+        self._metrics.errors.labels("model").inc()
+        now = time.monotonic()
+        traceback = now - self._model_traceback_at >= _TRACEBACK_EVERY
+        if traceback:
+            self._model_traceback_at = now
+        log.error(
+            "the model failed %s: %r; dead-lettered as model_error",
+            doing,
+            exc,
+            exc_info=exc if traceback else None,
+        )
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str, tally: _Tally) -> None:
+        """Send ``record`` to the dead-letter topic with why and where it came from. A value that would not
+        fit (always so for ``too_large``) is cut to its first ``DEAD_LETTER_PREFIX_BYTES`` bytes, and the
+        header ``error.original_size`` says how long it was."""
+        value: bytes = record.value or b""
+        key: bytes | None = record.key
         headers = [
-            ("error", str(exc)[:_MAX_DETAIL].encode()),
-            ("error.reason", exc.reason.encode()),
+            ("error", f"{reason}: {detail}"[:_MAX_DETAIL].encode()),
+            ("error.reason", reason.encode()),
             ("source.topic", record.topic.encode()),
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
         ]
-        await self._outbox.add(self._topics.dead_letters, record.key, record.value or b"", headers)
-        self._metrics.dead_letters.labels(exc.reason).inc()
-        log.debug("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+        if reason == "too_large" or _record_size(key, value, headers) > MAX_MESSAGE_BYTES:
+            headers.append(("error.original_size", str(len(value)).encode()))
+            value = value[:DEAD_LETTER_PREFIX_BYTES]
+            if _record_size(key, value, headers) > MAX_MESSAGE_BYTES:  # a key of nearly a megabyte
+                key = (key or b"")[:DEAD_LETTER_PREFIX_BYTES]
+        await self._outbox.add(self._topics.dead_letters, key, value, headers)
+        tally.dead_letters[reason] += 1
+        log.debug(
+            "dead letter %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset, reason, detail
+        )
 
     def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in batch.items():
