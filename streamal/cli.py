@@ -618,21 +618,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """A :class:`DataWarning` as one line, ``streamal: data: ...``; any other warning as Python shows it."""
-    if issubclass(category, DataWarning):
-        print(f"streamal: data: {message}", file=sys.stderr, flush=True)
-    else:
-        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)[1:]

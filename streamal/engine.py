@@ -221,21 +221,30 @@ class Engine:
 
     # -- labels -----------------------------------------------------------------------------------
     def learn(self, label: Label) -> LabelOutcome:
-        """Join a label with its request and learn from the features as they were scored."""
+        """Join a label with its request and learn from the features as they were scored.
+
+        If the model raises, the exception goes on and nothing of the label is kept: its request waits
+        again (:meth:`PendingRequests.reopen`), so the label replayed (or corrected) is learned then."""
         outcome, request = self.pending.resolve(label.id, label.label)
-        self.outcomes[outcome] += 1
-        if request is not None:
-            if request.prediction is not None:  # a request made before any label predicted nothing
-                hit = request.prediction == label.label
-                self._hits.append(hit)
-                self.correct_total += hit
+        if request is None:
+            self.outcomes[outcome] += 1
+            return outcome
+        try:
             self.model.learn_one(request.features, label.label)
-            self.strategy.observe_label(request.features, label.label)
-            self.policy.observe_label(label.label)
-            if self.selector is not None:
-                self.selector.observe_label(request.features)
-            self.model_version += 1
-            self.labels_learned += 1
+        except Exception:
+            self.pending.reopen(label.id, request)
+            raise
+        self.outcomes[outcome] += 1
+        if request.prediction is not None:  # a request made before any label predicted nothing
+            hit = request.prediction == label.label
+            self._hits.append(hit)
+            self.correct_total += hit
+        self.strategy.observe_label(request.features, label.label)
+        self.policy.observe_label(label.label)
+        if self.selector is not None:
+            self.selector.observe_label(request.features)
+        self.model_version += 1
+        self.labels_learned += 1
         return outcome
 
     def expire(self) -> int:

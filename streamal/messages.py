@@ -17,6 +17,7 @@ non_finite
 from __future__ import annotations
 
 import re
+from math import hypot
 from typing import Annotated, Any, NamedTuple, TypeAlias
 
 import orjson
@@ -168,7 +169,9 @@ MAX_FEATURE = 1e100
 def _in_range(features: dict[str, float]) -> dict[str, float]:
     """``features`` if none is beyond :data:`MAX_FEATURE` in magnitude, else a ``non_finite``
     :class:`DecodeError` naming the first that is."""
-    if features and max(map(abs, features.values())) > MAX_FEATURE:
+    # hypot (C, one call) bounds every value: only past it is each one looked at (the common sample: 0.35 µs
+    # for 18 features, against 0.92 for max(map(abs, ...)))
+    if hypot(*features.values()) > MAX_FEATURE and max(map(abs, features.values())) > MAX_FEATURE:
         name, value = next((k, v) for k, v in features.items() if abs(v) > MAX_FEATURE)
         raise DecodeError(
             "non_finite", f"features.{name}: {value!r} is too large to compute with ({MAX_FEATURE:g} at most)"
@@ -182,7 +185,7 @@ def _sendable(meta: dict[str, Any] | None) -> dict[str, Any] | None:
     the service could read but not pass on would stop it at its label request, again after every restart."""
     if meta:
         try:
-            orjson.dumps(meta)
+            orjson.dumps([meta])  # one level deeper, where a label request carries it
         except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             raise DecodeError(
                 "invalid_schema", f"meta: cannot be sent on ({exc}); 254 levels at most"

@@ -115,6 +115,14 @@ class PendingRequests:
             return LabelOutcome.EXPIRED, None
         return LabelOutcome.UNKNOWN, None
 
+    def reopen(self, sample_id: str, request: PendingRequest) -> None:
+        """Undo :meth:`resolve`'s ``APPLIED`` of ``sample_id``: the label could not be learned (the model
+        raised), so the request waits again and a corrected or replayed label for it is applied, not called a
+        duplicate. It goes back among the oldest, where :meth:`expire` looks first."""
+        self._answered.pop(sample_id, None)
+        self._pending[sample_id] = request
+        self._pending.move_to_end(sample_id, last=False)
+
     def _remember(
         self, memo: OrderedDict[str, ClassLabel | None], key: str, value: ClassLabel | None
     ) -> None:

@@ -48,6 +48,14 @@ MODEL_SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
 EXIT_NO_CLUSTER = 3
 EXIT_OUTPUT_REFUSED = 4
 MODEL_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(MODEL_SNAPSHOT_MAX_BYTES)}
+#: a scorer's consumer of the model topic: no group (every scorer reads every snapshot), fetches as large
+#: as a snapshot may be
+FOLLOWER_OPTIONS: dict[str, Any] = {
+    "group_id": None,
+    "enable_auto_commit": False,
+    "fetch_max_bytes": MODEL_SNAPSHOT_MAX_BYTES,
+    "max_partition_fetch_bytes": MODEL_SNAPSHOT_MAX_BYTES,
+}
 
 #: /healthz fails when the loop has not turned for this long
 STALL_SECONDS = 30.0
@@ -397,13 +405,7 @@ class Service:
             consumer.subscribe(self._inputs(), listener=_Assignment(self))
             await consumer.start()
             if self.role == "scorer":
-                follower_consumer = AIOKafkaConsumer(
-                    **options,
-                    group_id=None,
-                    enable_auto_commit=False,
-                    fetch_max_bytes=64 * 1024 * 1024,
-                    max_partition_fetch_bytes=64 * 1024 * 1024,
-                )
+                follower_consumer = AIOKafkaConsumer(**options, **FOLLOWER_OPTIONS)
                 await follower_consumer.start()
                 self._follower = ModelFollower(
                     follower_consumer,
@@ -440,8 +442,11 @@ class Service:
             )
             try:
                 await self._worker.run(self._stopping)
-            except DeliveryRefusedError:  # (logged, with the topic, where it was raised)
+            except DeliveryRefusedError as exc:
+                self.metrics.errors.labels("produce").inc()
+                log.error("%s", exc)
                 self.exit_code = EXIT_OUTPUT_REFUSED
+                self._stopping.set()  # the model follower of a scorer stops with the loop
             finally:
                 watchdog.cancel()
                 await admin.close()

@@ -31,9 +31,10 @@ from aiokafka.errors import (
 from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
-from streamal import checkpoint
+from streamal import checkpoint, messages
 from streamal.broker import EmbeddedBroker
 from streamal.engine import Decision, Engine
+from streamal.kafka import worker as worker_module
 from streamal.kafka.outbox import Outbox
 from streamal.kafka.worker import Worker
 from streamal.messages import MAX_MESSAGE_BYTES, Label, Sample, label_message
@@ -60,8 +61,10 @@ async def _until(condition: Callable[[], bool], seconds: float, what: str) -> No
         await asyncio.sleep(0.1)
 
 
-async def _start(settings: Any, registry: CollectorRegistry) -> tuple[Service, asyncio.Task[int]]:
-    service = Service(settings, registry)
+async def _start(
+    settings: Any, registry: CollectorRegistry, role: str = "all"
+) -> tuple[Service, asyncio.Task[int]]:
+    service = Service(settings, registry, role=role)
     run = asyncio.create_task(service.run())
     await _until(lambda: service.ready() or run.done(), 30, "readiness")
     assert not run.done(), run
@@ -407,8 +410,13 @@ def test_output_over_the_size_limit_is_dead_lettered_once_and_nothing_is_retried
     assert b"label request" in dict(by_key[b"wide"].headers())["error"]
 
 
+@pytest.mark.parametrize("role", ["all", "scorer"])
 def test_a_delivery_the_cluster_refuses_for_good_stops_the_service(
-    broker: EmbeddedBroker, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    broker: EmbeddedBroker,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    role: str,
 ) -> None:
     """No permission to write the predictions topic: a retry cannot cure it, so the service stops with exit
     code 4 and a log line that names the topic, instead of processing (and publishing the rest of) the same
@@ -417,20 +425,26 @@ def test_a_delivery_the_cluster_refuses_for_good_stops_the_service(
         monkeypatch,
         lambda topic, size: TopicAuthorizationFailedError() if topic == f"{prefix}predictions" else None,
     )
-    settings = settings_for(broker.bootstrap_servers, prefix)
+    settings = settings_for(
+        broker.bootstrap_servers,
+        prefix,
+        STREAMAL_TOPICS__MODELS=f"{prefix}models",
+        STREAMAL_CHECKPOINT__KEY="k" * 32,  # (scale-out signs its model snapshots)
+    )
     registry = CollectorRegistry()
 
     async def main() -> int:
-        _, run = await _start(settings, registry)
+        _, run = await _start(settings, registry, role)
         try:
             await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("s", 5))
             return await asyncio.wait_for(asyncio.shield(run), 20)
         finally:
             await _finish(run)
 
-    with caplog.at_level(logging.ERROR, logger="streamal.kafka.worker"):
+    with caplog.at_level(logging.ERROR):
         assert asyncio.run(main()) == EXIT_OUTPUT_REFUSED
-    refusal = [r.getMessage() for r in caplog.records if "refuses the output for good" in r.getMessage()]
+    said = "refuses the service's output for good"
+    refusal = [r.getMessage() for r in caplog.records if said in r.getMessage()]
     assert refusal, caplog.text
     assert f"{prefix}predictions" in refusal[0]
     assert "TopicAuthorizationFailedError" in refusal[0]
@@ -444,7 +458,8 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
 ) -> None:
     """What river's HoeffdingTreeClassifier does given labels of mixed types (scoring raises TypeError), and
     a label whose learning raises: counted as model errors, dead-lettered as model_error, and the service goes
-    on scoring what it can."""
+    on scoring what it can; the other samples of a batch the model fails on are scored one by one. A sample
+    whose output cannot be encoded goes to the dead letters too (invalid_schema)."""
     failure = TypeError("'<' not supported between instances of 'str' and 'int'")
     score, learn = Engine.score, Engine.learn
 
@@ -460,6 +475,14 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
 
     monkeypatch.setattr(Engine, "score", scoring)
     monkeypatch.setattr(Engine, "learn", learning)
+    encode = messages.prediction_message
+
+    def predicting(sample_id: str, *args: Any) -> bytes:
+        if sample_id == "unsendable":
+            raise TypeError("Recursion limit reached")  # what orjson says of a value nested too deep
+        return encode(sample_id, *args)
+
+    monkeypatch.setattr(worker_module, "prediction_message", predicting)
     settings = settings_for(broker.bootstrap_servers, prefix)
     registry = CollectorRegistry()
     seen: dict[str, Any] = {}
@@ -472,24 +495,34 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
                 registry.get_sample_value("streamal_dead_letters_total", {"reason": "model_error"}),
             )
             bootstrap = broker.bootstrap_servers
-            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", _samples("poison", 2))
+            # one batch: the model fails on two of its five samples
+            poisoned = _samples("poison", 2) + _samples("mix", 3)
+            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", poisoned)
             await _until(
                 lambda: (
-                    run.done() or _value(registry, "streamal_dead_letters_total", reason="model_error") >= 2
+                    run.done()
+                    or (
+                        _value(registry, "streamal_dead_letters_total", reason="model_error") >= 2
+                        and _value(registry, "streamal_samples_total") >= 3
+                    )
                 ),
                 30,
                 "the samples dead-lettered",
             )
             labels = [(b"boom", label_message("boom", "a")), (b"other", label_message("other", 1))]
             await asyncio.to_thread(produce, bootstrap, f"{prefix}labels", labels)
-            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", _samples("n", 5))
+            unsendable: list[tuple[bytes | None, bytes | None]] = [
+                (b"unsendable", orjson.dumps({"id": "unsendable", "features": {"x": 1.0}}))
+            ]
+            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", _samples("n", 5) + unsendable)
             await _until(
                 lambda: (
                     run.done()
                     or (
-                        _value(registry, "streamal_samples_total") >= 5
+                        _value(registry, "streamal_samples_total") >= 8
                         and _value(registry, "streamal_labels_total", outcome="unknown") >= 1
                         and _value(registry, "streamal_dead_letters_total", reason="model_error") >= 3
+                        and _value(registry, "streamal_dead_letters_total", reason="invalid_schema") >= 1
                     )
                 ),
                 30,
@@ -505,17 +538,19 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
 
     asyncio.run(main())
     assert seen["at_start"] == (0.0, 0.0)  # exported from the start, like the other kinds and reasons
-    assert 2 <= seen["errors"] <= 3  # the scoring of each batch with a poison sample, and the label
+    assert seen["errors"] == 3  # each poison sample (scored alone, after its batch), and the label
     assert seen["dead"] == 3
     assert seen["code"] == 0
-    assert _ids(broker.bootstrap_servers, f"{prefix}predictions", 6, timeout=5) == Counter(
-        f"n{i}" for i in range(5)
+    assert _ids(broker.bootstrap_servers, f"{prefix}predictions", 9, timeout=5) == Counter(
+        [f"n{i}" for i in range(5)] + [f"mix{i}" for i in range(3)]
     )
-    dead = read_all(broker.bootstrap_servers, f"{prefix}dead-letters", 4, timeout=5)
-    headers = [dict(m.headers()) for m in dead]
+    dead = read_all(broker.bootstrap_servers, f"{prefix}dead-letters", 5, timeout=5)
+    reasons = {m.key(): dict(m.headers()) for m in dead}
+    assert sorted(reasons) == [b"boom", b"poison0", b"poison1", b"unsendable"]
+    assert reasons.pop(b"unsendable")["error.reason"] == b"invalid_schema"
+    headers = list(reasons.values())
     assert [h["error.reason"] for h in headers] == [b"model_error"] * 3
     assert all(b"TypeError" in h["error"] for h in headers)
-    assert sorted(m.key() for m in dead) == [b"boom", b"poison0", b"poison1"]
     assert Counter(h["source.topic"] for h in headers) == {
         f"{prefix}samples".encode(): 2,
         f"{prefix}labels".encode(): 1,

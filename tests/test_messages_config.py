@@ -100,8 +100,16 @@ def test_a_meta_too_deep_to_send_on_is_refused_and_one_that_can_be_is_kept(featu
     with pytest.raises(DecodeError, match="meta: cannot be sent on") as info:
         decode_sample(sample(300))  # orjson reads it, but writes at most 254 levels
     assert info.value.reason == "invalid_schema"
-    kept = decode_sample(sample(200))
-    assert label_request_message(kept, "a", {"a": 1.0}, 1.0, "entropy", 0, 0.0)  # it can be sent on
+    # around the limit, every sample is refused or can be sent on in its label request (meta one level down)
+    refused = []
+    for depth in range(240, 260):
+        try:
+            kept = decode_sample(sample(depth))
+        except DecodeError:
+            refused.append(depth)
+        else:
+            assert label_request_message(kept, "a", {"a": 1.0}, 1.0, "entropy", 0, 0.0)
+    assert 240 not in refused and refused == list(range(refused[0], 260))
 
 
 def test_a_feature_too_large_to_compute_with_is_named_and_the_largest_allowed_is_kept():

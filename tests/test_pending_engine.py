@@ -318,3 +318,27 @@ def test_a_distribution_with_a_nan_or_an_infinity_is_scored_as_uniform_and_count
     [d] = engine.score([Sample(id="s2", features={"x": 1.0})])
     assert d.proba == {"a": 0.7, "b": 0.3}
     assert engine.invalid_probas == 1
+
+
+def test_a_label_the_model_fails_to_learn_leaves_its_request_waiting_for_a_replay():
+    class Refusing(ScriptedModel):
+        refuse = True
+
+        def learn_one(self, x: Features, y: ClassLabel) -> None:
+            if self.refuse:
+                raise TypeError("'<' not supported between instances of 'str' and 'int'")
+            super().learn_one(x, y)
+
+    model = Refusing({"a": 0.6, "b": 0.4})
+    engine = Engine(model, Margin(), _always())
+    engine.score([Sample(id="s1", features={"x": 1.0})])
+    with pytest.raises(TypeError):
+        engine.learn(Label(id="s1", label=1))
+    # nothing of it was kept: not counted, not learned, and the request still waits
+    assert engine.outcomes[LabelOutcome.APPLIED] == 0
+    assert (engine.labels_learned, engine.model_version, engine.prequential_accuracy) == (0, 0, None)
+    assert "s1" in engine.pending
+    model.refuse = False
+    assert engine.learn(Label(id="s1", label="b")) is LabelOutcome.APPLIED  # the corrected label, replayed
+    assert model.learned == [({"x": 1.0}, "b")]
+    assert engine.learn(Label(id="s1", label="b")) is LabelOutcome.DUPLICATE

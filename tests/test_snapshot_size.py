@@ -12,7 +12,7 @@ from streamal.broker import EmbeddedBroker
 from streamal.kafka.client import connection_options, ensure_topics
 from streamal.kafka.models import publish
 from streamal.models import build_model
-from streamal.service import MODEL_SNAPSHOT_MAX_BYTES, MODEL_TOPIC_CONFIG, producer_options
+from streamal.service import FOLLOWER_OPTIONS, MODEL_SNAPSHOT_MAX_BYTES, MODEL_TOPIC_CONFIG, producer_options
 from streamal.snapshot import decode_snapshot, encode_snapshot
 from tests.kafkatools import settings_for
 
@@ -40,13 +40,7 @@ def test_a_snapshot_over_a_mebibyte_is_published_and_read_back(broker: EmbeddedB
             await publish(producer, topic, model, 600, KEY)
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(
-            **options,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_bytes=MODEL_SNAPSHOT_MAX_BYTES,
-            max_partition_fetch_bytes=MODEL_SNAPSHOT_MAX_BYTES,
-        )
+        consumer = AIOKafkaConsumer(**options, **FOLLOWER_OPTIONS)  # as a scorer reads the model topic
         await consumer.start()
         try:
             tp = TopicPartition(topic, 0)

@@ -93,6 +93,17 @@ class DeliveryRefusedError(StreamalError):
     configuration or the ACLs the message names and start it again: it resumes from its committed offsets."""
 
 
+def _refusal(exc: KafkaError) -> DeliveryRefusedError:
+    """The error that stops the service when the cluster refuses its output for good (a delivery's error,
+    not a read's: those are retried, as before)."""
+    where = "; ".join(getattr(exc, "__notes__", ())) or "delivering the output"
+    return DeliveryRefusedError(
+        f"the Kafka cluster refuses the service's output for good ({exc!r}, {where}): stopping rather than "
+        "processing the same batch again for ever; check the topic's max.message.bytes and the service's "
+        "permission to write it, then start again"
+    )
+
+
 def _record_size(key: bytes | None, value: bytes, headers: Headers = ()) -> int:
     """What a record takes in a record batch of its own, at most (see ``_RECORD_OVERHEAD``)."""
     return (
@@ -309,9 +320,11 @@ class Worker:
                     if batch:
                         try:
                             await self._handle(batch)
-                        except KafkaError:
+                        except KafkaError as exc:
                             # its output was not all handed to the producer: read it again after the recovery
                             self._rewind(batch)
+                            if isinstance(exc, _REFUSED_FOR_GOOD):
+                                raise _refusal(exc) from exc
                             raise
                     await self._settle(wait=False)
             except KafkaError as exc:
@@ -372,7 +385,7 @@ class Worker:
         except TimeoutError:
             self._failing = True
             return False
-        except KafkaError as exc:
+        except (KafkaError, DeliveryRefusedError) as exc:  # the loop meets it again at its next turn
             log.debug("output not delivered: %r", exc)
             return False
 
@@ -397,7 +410,10 @@ class Worker:
                     break
             if acks.cancelled():  # the producer gave the batch up (e.g. while the broker was away)
                 raise KafkaError("the delivery of a batch was cancelled")
-            acks.result()  # raises if the delivery failed
+            try:
+                acks.result()  # raises if the delivery failed
+            except _REFUSED_FOR_GOOD as exc:  # (the batch stays at the head: a drain's caller sees it again)
+                raise _refusal(exc) from exc
             self._in_flight.popleft()
             self._to_commit.update(batch.ends)
             for tp, offset in batch.ends.items():
@@ -466,18 +482,6 @@ class Worker:
         """
         self._metrics.errors.labels("produce").inc()
         self._failing = True
-        if isinstance(exc, _REFUSED_FOR_GOOD):
-            where = "; ".join(getattr(exc, "__notes__", ())) or "delivering the output"
-            log.error(
-                "the Kafka cluster refuses the output for good (%r, %s): stopping rather than retrying "
-                "the same batch for ever; check the topics' max.message.bytes and the ACLs",
-                exc,
-                where,
-            )
-            raise DeliveryRefusedError(
-                f"the Kafka cluster refuses the service's output ({exc!r}, {where}): check the topic's "
-                "max.message.bytes and the service's permission to write it, then start again"
-            ) from exc
         log.warning("delivery failed, the batches in flight will be processed again: %r", exc)
         starts: dict[TopicPartition, int] = {}
         for batch in self._in_flight:
@@ -548,11 +552,8 @@ class Worker:
         invalid_before = engine.invalid_probas
         try:
             decisions = engine.score(samples)
-        except Exception as exc:  # the model's own failure: these samples are set aside, the loop goes on
-            self._model_failed(exc, f"scoring a batch of {len(samples)} samples")
-            for record in sources:
-                await self._dead_letter(record, "model_error", f"scoring its batch: {exc!r}", tally)
-            decisions, sources = [], []
+        except Exception as exc:  # the model's own failure: the samples it fails on are set aside
+            decisions, sources = await self._score_one_by_one(samples, sources, exc, tally)
         if engine.invalid_probas > invalid_before:  # scored as uniform (Engine.score): still a model error
             invalid = engine.invalid_probas - invalid_before
             metrics.errors.labels("model").inc(invalid)
@@ -604,17 +605,22 @@ class Worker:
         # request made later, from a window, being longer)
         room = limit - _RECORD_OVERHEAD
         for d, record, key, index in zip(decisions, sources, keys, pred_index, strict=True):
-            prediction = prediction_message(
-                d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
-            )
-            request = None
-            # with a selector any sample may be asked for later (see take_requests): its request must fit too
-            if d.queried or (
-                windowed and _REENCODED_GROWTH * len(record.value or b"") + len(prediction) + 64 > room
-            ):
-                request = label_request_message(
-                    d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+            try:
+                prediction = prediction_message(
+                    d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
                 )
+                request = None
+                # with a selector any sample may be asked for later (see take_requests): its request must fit
+                if d.queried or (
+                    windowed and _REENCODED_GROWTH * len(record.value or b"") + len(prediction) + 64 > room
+                ):
+                    request = label_request_message(
+                        d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+                    )
+            except TypeError as exc:  # orjson cannot write it (the decoder refuses what it knows of)
+                detail = f"its output cannot be encoded: {exc}"
+                await self._dead_letter(record, "invalid_schema", detail, tally)
+                continue
             if len(key) + len(prediction) > room or (
                 request is not None and len(key) + len(request) + 64 > room
             ):
@@ -648,6 +654,24 @@ class Worker:
                 continue
             tally.requests += 1
             await outbox.add(req_topic, key, request)
+
+    async def _score_one_by_one(
+        self, samples: list[Sample], sources: list[ConsumerRecord], exc: Exception, tally: _Tally
+    ) -> tuple[list[Decision], list[ConsumerRecord]]:
+        """After scoring a batch raised: score its samples one at a time (a model that raises does so before
+        anything changes), dead-letter those that raise (``model_error``) and go on with the others."""
+        log.warning("scoring a batch of %d samples raised %r: scoring them one by one", len(samples), exc)
+        decisions: list[Decision] = []
+        kept: list[ConsumerRecord] = []
+        for sample, record in zip(samples, sources, strict=True):
+            try:
+                decisions += self.engine.score([sample])
+            except Exception as one:
+                self._model_failed(one, f"scoring {sample.id!r}")
+                await self._dead_letter(record, "model_error", f"scoring it: {one!r}", tally)
+            else:
+                kept.append(record)
+        return decisions, kept
 
     def _model_failed(self, exc: Exception, doing: str) -> None:
         """Count and log an exception of the model (or the strategy, the policy); a traceback at most once a
