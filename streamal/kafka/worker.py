@@ -477,8 +477,8 @@ class Worker:
         """Delivery failed: seek back to the oldest batch not acknowledged and process it all again.
 
         The positions stay where the acknowledged batches end (where the consumer is sent back to), and
-        nothing of the failed batches is counted. An error a retry cannot cure raises
-        :class:`DeliveryRefusedError` instead.
+        nothing of the failed batches is counted. (An error of the output that a retry cannot cure never
+        comes here: it is raised as :class:`DeliveryRefusedError` where the acknowledgements are read.)
         """
         self._metrics.errors.labels("produce").inc()
         self._failing = True
