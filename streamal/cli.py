@@ -320,6 +320,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if chosen and not peers.available():
         raise ConfigError("--peer: the peers are not installed; pip install 'streamal[peers]'")
     combos: list[bench.Combo] = []
+    named: dict[str, str] = {}  # model -> the flag that names it first (for the message, when it cannot run)
     for item in args.combo or []:
         parts = item.split("/")
         if len(parts) not in (2, 3) or not all(parts):
@@ -334,6 +335,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 f"policies: {', '.join(POLICIES)}; models: {', '.join(MODELS)} or river:<module>.<Class>"
             )
         combos.append(combo)
+        if len(parts) == 3:
+            named.setdefault(parts[2], f"--combo {item!r}")
     if not combos:
         for combo in bench.COMBOS:
             if missing := bench.missing_parts(combo):
@@ -344,10 +347,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if bench.missing_parts(("random", "threshold", model)):
             names = ", ".join(MODELS)
             raise ConfigError(f"--model {model!r}: choose one of {names} or river:<module>.<Class>")
+        named.setdefault(model, f"--model {model!r}")
     if args.model:  # every combination that names no model, with each of these models instead
         combos = [c if len(c) == 3 else (c[0], c[1], m) for c in combos for m in args.model]
         combos += [(*bench.BASELINE, m) for m in args.model]  # random sampling with each model too
         combos = list(dict.fromkeys(combos))
+    # every model of the run built once, as simulate builds its model: a river: name that is no classifier,
+    # names nothing, or cannot be built stops the bench here, not when its first run starts
+    for model in dict.fromkeys(bench.model_of(c) for c in [*combos, bench.BASELINE]):
+        try:
+            bench.check_model(model)
+        except ConfigError as exc:
+            raise ConfigError(f"{named.get(model, f'model {model!r}')}: {exc}") from None
     policy_params = _policy_params(args.policy_param)
     policies = sorted({bench.combo_parts(c)[1] for c in combos} | {bench.BASELINE[1]})
     for name, value in policy_params.items():
@@ -603,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reuse",
         action="append",
         metavar="RESULTS_JSON",
-        help="take scikit-activeml's runs from an earlier results.json instead of running them again",
+        help="take scikit-activeml's runs from an earlier results.json instead of running them again (those "
+        "of the same data: a row's source is the built-in data set, or the same file, unchanged)",
     )
     p.add_argument("--peer", action="append", help="a peer to run (repeatable; default: all, when installed)")
     p.add_argument("--no-peers", action="store_true", help="run without the peers")
@@ -611,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default="bench-output",
-        help="folder for results.json (a row per run: accuracy, labels_used, labels_learned, ...), "
-        "report.md and the plots",
+        help="folder for results.json (a row per run: dataset, source, accuracy, labels_used, "
+        "labels_learned, ...), report.md and the plots",
     )
     p.set_defaults(func=_cmd_bench)
     return parser

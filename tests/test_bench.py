@@ -323,6 +323,43 @@ def test_bench_cli_refuses_an_unknown_model(capsys):
     assert main(["bench", "--model", "nope", "--no-peers"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [
+        ("river:linear_model.LinearRegression", "must be a river classifier, and it is a regressor"),
+        ("river:nosuch.Classifier", "no river classifier 'nosuch.Classifier'"),
+        ("river:tree.NoSuchTree", "no river classifier 'tree.NoSuchTree'"),
+        ("river:ensemble.BaggingClassifier", "cannot be built without parameters"),
+    ],
+)
+def test_bench_cli_refuses_an_unusable_river_model_before_any_run(tmp_path, capsys, model, why):
+    # (each was refused when the first run with it started: after the runs before it, with their progress)
+    out = tmp_path / "bench"
+    rest = ["--data", "phishing", "--limit", "60", "--seeds", "1", "--no-peers", "--jobs", "1",
+            "--out", str(out)]  # fmt: skip
+    for flags, flag in (
+        (["--combo", f"margin/biqf/{model}"], f"--combo 'margin/biqf/{model}'"),
+        (["--combo", "margin/biqf", "--model", model], f"--model {model!r}"),
+    ):
+        assert main(["bench", *flags, *rest]) == 2
+        err = capsys.readouterr().err
+        assert f"streamal: configuration error: {flag}: " in err
+        assert why in err
+        assert "Traceback" not in err
+        assert "runs done" not in err
+        assert not out.exists()  # nothing ran: not even results.partial.jsonl
+
+
+def test_bench_run_builds_every_model_before_its_first_run():
+    from streamal.errors import ConfigError
+
+    tasks = bench.plan(["phishing"], [0.1], 1, limit=60, combos=[("margin", "biqf", "river:tree.NoSuchTree")])
+    finished: list[dict[str, object]] = []
+    with pytest.raises(ConfigError, match=r"no river classifier 'tree\.NoSuchTree'"):
+        bench.run(tasks, jobs=1, on_done=finished.append)
+    assert finished == []  # (random sampling, the first task, had run)
+
+
 # -- reusing the slow peers' rows ---------------------------------------------------------------------
 def test_only_scikit_activeml_rows_of_the_same_runs_are_reused():
     tasks = bench.plan(

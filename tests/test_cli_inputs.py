@@ -7,6 +7,7 @@ and nothing written; what a file's loading left out is said on stderr, one line 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from streamal.cli import main
 from streamal.datasets import load
 from streamal.errors import ConfigError
-from streamal.evaluation import bench
+from streamal.evaluation import bench, peers
 from streamal.evaluation.report import write_report
 from streamal.evaluation.simulate import simulate
 
@@ -284,3 +285,54 @@ def test_rows_of_an_older_results_json_without_labels_learned_are_reused_and_rep
     assert bench.reusable(peer_tasks, [old_peer]) == {0: old_peer}
     write_report([*old, old_peer], tmp_path / "report")
     assert "margin / biqf" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+
+
+# -- reuse: the same data, not only the same name ------------------------------------------------------
+def _as_peer(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's row as scikit-activeml's Split would give it (the peer itself is slow)."""
+    return {**row, "kind": "peer", "method": "skactiveml.Split", "strategy": "skactiveml.Split"}
+
+
+def test_reuse_tells_a_file_from_the_built_in_data_set_of_its_name(tmp_path):
+    mine = stream_csv(tmp_path / "phishing.csv", n=100)  # named like the built-in data set: other data
+    of_builtin, of_file = (
+        bench.plan([source], [0.1], 1, limit=100, combos=[], peers=["skactiveml.Split"])
+        for source in ("phishing", mine)
+    )
+    builtin_row, file_row = (
+        _as_peer(bench.run_task(bench.Task(source, "random", "threshold", 0.1, 0, limit=100)))
+        for source in ("phishing", mine)
+    )
+    older = {k: v for k, v in builtin_row.items() if k != "source"}  # a row of a results.json before source
+    assert bench.reusable(of_file, [builtin_row]) == {}
+    assert bench.reusable(of_file, [older]) == {}
+    assert bench.reusable(of_builtin, [file_row]) == {}
+    assert builtin_row["source"] == {"builtin": "phishing"}
+    assert file_row["source"]["file"] == str((tmp_path / "phishing.csv").resolve())
+    assert bench.reusable(of_builtin, [builtin_row]) == {0: builtin_row}
+    assert bench.reusable(of_builtin, [older]) == {0: builtin_row}  # older rows still answer the built-in
+    assert bench.reusable(of_file, [file_row]) == {0: file_row}
+    # the same file read with another label column, or changed since, is other data
+    other_target = bench.plan([mine], [0.1], 1, target="a", limit=100, combos=[], peers=["skactiveml.Split"])
+    assert bench.reusable(other_target, [file_row]) == {}
+    stream_csv(tmp_path / "phishing.csv", n=100, seed=1)
+    assert bench.reusable(of_file, [file_row]) == {}
+
+
+@pytest.mark.skipif(not peers.available(), reason="the peers extra is not installed")
+def test_bench_reuses_the_built_in_data_sets_peer_rows_for_it_only(tmp_path, capsys):
+    # a results.json written before rows had a source, with a marked scikit-activeml row of phishing
+    older = tmp_path / "older.json"
+    row = bench.run_task(bench.Task("phishing", "random", "threshold", 0.1, 0, limit=100))
+    marked = {k: v for k, v in _as_peer(row).items() if k != "source"} | {"accuracy": -1.0}
+    older.write_bytes(orjson.dumps([marked]))
+    mine = stream_csv(tmp_path / "own" / "phishing.csv", n=100)
+    run = ["--limit", "100", "--peer", "skactiveml.Split", "--combo", "margin/biqf", "--seeds", "1",
+           "--jobs", "1"]  # fmt: skip
+    for data, reused in ((mine, False), ("phishing", True)):
+        out = tmp_path / "out" / str(reused)
+        assert main(["bench", "--data", data, *run, "--reuse", str(older), "--out", str(out)]) == 0
+        assert ("reusing 1 scikit-activeml runs" in error(capsys)) is reused
+        [peer] = [r for r in orjson.loads((out / "results.json").read_bytes()) if r["kind"] == "peer"]
+        assert (peer["accuracy"] == -1.0) is reused
+        assert peer["source"] == bench.data_source(data)

@@ -3,12 +3,14 @@
 Every run is one :func:`~streamal.evaluation.simulate.simulate` (or, for a peer,
 :func:`~streamal.evaluation.peers.simulate_peer`) over the same records with the same protocol, so the
 rows of ``results.json`` compare like with like; :mod:`streamal.evaluation.report` turns them into tables,
-tests and plots.
+tests and plots. Each row names its data set twice: ``dataset``, the name the report gives it, and
+``source``, what the data was (:func:`data_source`), which :func:`reusable` compares.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import multiprocessing
 import os
@@ -19,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from streamal.datasets import BUILTIN, Record, load
 from streamal.errors import ConfigError, DataWarning, InvalidArgument
 from streamal.evaluation.overhead import SERVICE_BATCH
 from streamal.evaluation.simulate import SimulationResult, default_model, simulate
+from streamal.models import build_model
 
 #: the built-in suite: river's offline data sets and the drifting synthetic streams
 SUITE = (
@@ -118,6 +123,36 @@ def combo_parts(combo: Combo) -> tuple[str, str, str]:
     return strategy, policy, "" if model == default_model(strategy) else model
 
 
+def model_of(combo: Combo) -> str:
+    """The model a combination runs with: the one it names, or its strategy's default."""
+    strategy, _, model = combo_parts(combo)
+    return model or default_model(strategy)
+
+
+def check_model(name: str) -> None:
+    """Build the model ``name`` once, as each run with it will (:func:`~streamal.models.build_model`, the
+    check ``streamal simulate`` makes): a ``ConfigError`` says why it cannot be used, before any run. A
+    ``river:`` name must name a river classifier that can be built without parameters (a run gives it none).
+
+    >>> check_model("river:naive_bayes.GaussianNB")
+    >>> check_model("river:linear_model.LinearRegression")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamal.errors.ConfigError: river:linear_model.LinearRegression must be a river classifier, and it is ...
+    >>> check_model("river:ensemble.BaggingClassifier")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamal.errors.ConfigError: river:ensemble.BaggingClassifier cannot be built without parameters (...)
+    """
+    try:
+        build_model(name)
+    except ConfigError as exc:
+        text = str(exc)
+        if text.startswith("model.params: "):
+            text = f"{name} cannot be built without parameters ({text.removeprefix('model.params: ')})"
+        raise ConfigError(text.removeprefix("model.name: ")) from None
+
+
 def missing_parts(combo: Combo) -> list[str]:
     """What a combination names that is not registered here (empty when it can run)."""
     from streamal.models import MODELS
@@ -168,6 +203,36 @@ def dataset_names(sources: Iterable[str]) -> dict[str, str]:
     return names
 
 
+def data_source(source: str, target: str = "label") -> dict[str, Any]:
+    """What a data set is, as the ``source`` of its rows in ``results.json`` records it: a built-in data set
+    by its name; a file by its resolved path, its size in bytes, the SHA-256 of its bytes and the label
+    column. A file named like a built-in data set, or changed since, or read with another ``--target``, is
+    other data, whose rows :func:`reusable` does not take.
+
+    >>> data_source("phishing")
+    {'builtin': 'phishing'}
+    """
+    if source in BUILTIN:
+        return {"builtin": source}
+    path = Path(source).resolve()
+    stat = path.stat()
+    return dict(_file_source(str(path), target, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _file_source(path: str, target: str, size: int, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
+    """A file's :func:`data_source`, hashed once per process while its size and time of change stay."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return (("file", path), ("bytes", size), ("sha256", digest.hexdigest()), ("target", target))
+
+
+def _source_key(source: Any) -> bytes:
+    return orjson.dumps(source, option=orjson.OPT_SORT_KEYS)
+
+
 @functools.lru_cache(maxsize=16)
 def records_of(source: str, target: str = "label", limit: int | None = None) -> tuple[Record, ...]:
     """:func:`~streamal.datasets.load`, once per process: its warnings about the data
@@ -209,6 +274,8 @@ def run_task(task: Task) -> dict[str, Any]:
         kind = "baseline" if task.is_baseline else "streamal"
     return {
         "dataset": dataset_name(task.dataset),
+        # what the data was (missing from the rows of older results.json files)
+        "source": data_source(task.dataset, task.target),
         "strategy": result.strategy,
         "policy": result.policy,
         "method": task.method,
@@ -272,20 +339,29 @@ def reusable(tasks: Sequence[Task], rows: Iterable[dict[str, Any]]) -> dict[int,
 
     Only scikit-activeml's peers are reused: they are the slow runs, and nothing of streamal's changes
     them (river's sampler runs streamal's kNN, so it is run again, as is every streamal method). A row
-    answers a task when data set, method, budget, seed, delay and number of samples are the same.
+    answers a task when data (``source``, :func:`data_source`), method, budget, seed, delay and number of
+    samples are the same. A row of a ``results.json`` written before rows had a ``source`` is taken for
+    the built-in data set of its ``dataset`` name, and for no file; the rows returned have a ``source``.
     """
-    index = {
-        (r["dataset"], r["method"], r["budget"], r["seed"], r.get("delay", 0), r["n"]): r
-        for r in rows
-        if r.get("kind") == "peer" and str(r["method"]).startswith("skactiveml.")
-    }
+    index = {}
+    for r in rows:
+        if r.get("kind") != "peer" or not str(r["method"]).startswith("skactiveml."):
+            continue
+        source = r.get("source")
+        if source is None and r["dataset"] in BUILTIN:  # a row of a results.json from before sources
+            source = {"builtin": r["dataset"]}
+        if source is not None:
+            at = (r["dataset"], r["method"], r["budget"], r["seed"], r.get("delay", 0), r["n"])
+            index[(_source_key(source), *at)] = r
     found = {}
     for i, task in enumerate(tasks):
         if task.is_peer and task.strategy.startswith("skactiveml."):
             n = len(_records(task.dataset, task.target, task.limit))
-            key = (dataset_name(task.dataset), task.method, task.budget, task.seed, task.delay, n)
+            source = data_source(task.dataset, task.target)
+            name = dataset_name(task.dataset)
+            key = (_source_key(source), name, task.method, task.budget, task.seed, task.delay, n)
             if key in index:
-                found[i] = index[key]
+                found[i] = {**index[key], "source": source}
     return found
 
 
@@ -298,7 +374,8 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run ``tasks`` on ``jobs`` processes (all cores by default; 1: in this process), in order of the
     tasks in the result. ``done`` holds rows already known (from :func:`reusable`): those tasks are not
-    run again."""
+    run again. Every model the runs use is built first (:func:`check_model`): one that cannot be used
+    stops the bench before its first run."""
     if jobs is not None and jobs < 1:
         raise InvalidArgument(f"jobs must be at least 1 (or None: one per core), got {jobs}")
     jobs = jobs or os.cpu_count() or 1
@@ -306,6 +383,9 @@ def run(
     for i, row in (done or {}).items():
         rows[i] = row
     todo = [i for i in range(len(tasks)) if rows[i] is None]
+    ours = [tasks[i] for i in todo if not tasks[i].is_peer]
+    for model in dict.fromkeys(t.model or default_model(t.strategy) for t in ours):
+        check_model(model)
     if jobs == 1:
         for i in todo:
             rows[i] = run_task(tasks[i])
