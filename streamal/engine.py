@@ -207,6 +207,19 @@ class Engine:
         requests, self._requests = self._requests, []
         return requests
 
+    def withdraw(self, sample_id: str) -> None:
+        """The label request of ``sample_id`` cannot be sent (its sample went to the dead-letter topic: its
+        output cannot be encoded, or is over the size limit): forget it, so that it is neither pending nor,
+        later, timed out, and a label for it is ``unknown``. The policy's budget stays spent (it decided).
+
+        With a selector the sample also leaves the open window (no window closing later picks it) and the
+        requests not yet taken (:meth:`take_requests`).
+        """
+        self.pending.withdraw(sample_id)
+        if self.selector is not None:
+            self._window = [d for d in self._window if d.sample.id != sample_id]
+            self._requests = [d for d in self._requests if d.sample.id != sample_id]
+
     def register_request(
         self,
         sample_id: str,

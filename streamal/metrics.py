@@ -18,6 +18,8 @@ from streamal.errors import DecodeError
 from streamal.pending import LabelOutcome
 
 STAGES = ("decode", "score", "decide", "produce", "learn", "commit")
+#: the kinds of ``streamal_errors_total``, every one exported at 0 from the start
+ERROR_KINDS = ("produce", "consume", "commit", "checkpoint", "snapshot", "model")
 
 _LATENCY_BUCKETS = (
     0.00005,
@@ -140,7 +142,11 @@ class Metrics:
             registry=registry,
         )
         self.errors = Counter(
-            "streamal_errors", "Errors met by the service loop, by kind.", ["kind"], registry=registry
+            "streamal_errors",
+            "Errors met by the service loop, by kind: produce (a delivery failed), consume (reading the "
+            "input failed), commit, checkpoint, snapshot (publishing the model), model (the model raised).",
+            ["kind"],
+            registry=registry,
         )
         self.broker_up = Gauge("streamal_broker_up", "1 while the Kafka cluster answers.", registry=registry)
         self.ready = Gauge(
@@ -157,7 +163,7 @@ class Metrics:
             self.processing.labels(stage)
         for cause in ("evicted", "timed_out"):
             self.pending_dropped.labels(cause)
-        for kind in ("produce", "commit", "checkpoint", "snapshot", "model"):
+        for kind in ERROR_KINDS:
             self.errors.labels(kind)
 
 

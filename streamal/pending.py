@@ -123,6 +123,18 @@ class PendingRequests:
         self._pending[sample_id] = request
         self._pending.move_to_end(sample_id, last=False)
 
+    def withdraw(self, sample_id: str) -> bool:
+        """Forget the request for ``sample_id`` as if it had never been made: it was decided but could not be
+        sent (its sample went to the dead-letter topic), so nobody can answer it. It is neither pending nor,
+        later, timed out, and a label for it is ``UNKNOWN``. Returns whether it was pending.
+
+        >>> pending = PendingRequests(clock=lambda: 0.0)
+        >>> pending.add("a", PendingRequest({"x": 1.0}, None, 0, 0.0))
+        >>> pending.withdraw("a"), len(pending), pending.resolve("a", "cat")[0].value
+        (True, 0, 'unknown')
+        """
+        return self._pending.pop(sample_id, None) is not None
+
     def _remember(
         self, memo: OrderedDict[str, ClassLabel | None], key: str, value: ClassLabel | None
     ) -> None:

@@ -13,13 +13,17 @@ past output that was not delivered.
 
 Nothing one message does stops the loop: a message the model fails on goes to the dead-letter topic
 (``model_error``), and so does a sample whose prediction or label request would be over the size limit
-(``too_large``). An error the cluster would repeat at every retry (a record over a topic's size limit, no
-permission to write a topic) stops it with :class:`DeliveryRefusedError` instead of a retry for ever.
+(``too_large``); a label request that does not go out is withdrawn, so that it does not wait for a label.
+An error the cluster would repeat at every retry (a record over a topic's size limit, no permission to
+write a topic) stops it with :class:`DeliveryRefusedError` instead of a retry for ever. An error reading
+the input is no delivery failure: it is counted, and the next poll waits for the retry backoff, while the
+batches in flight settle as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -290,8 +294,36 @@ class Worker:
     async def run(self, stopping: asyncio.Event) -> None:
         """Loop until ``stopping`` is set; what is in flight is then delivered and committed.
 
-        Raises :class:`DeliveryRefusedError` when the cluster refuses the output for good.
+        Raises :class:`DeliveryRefusedError` when the cluster refuses the output for good; what is in flight
+        then is given up (:meth:`_abandon`).
         """
+        try:
+            await self._loop(stopping)
+        except BaseException:
+            self._abandon()
+            raise
+        if not await self.drain(self._drain_seconds):
+            self.clean_stop = False
+            log.warning(
+                "stopping with output not acknowledged or offsets not committed within %g s: that input "
+                "will be processed again after a restart",
+                self._drain_seconds,
+            )
+
+    def _abandon(self) -> None:
+        """The loop ends with an exception (a refusal for good): nothing in flight will be committed. Cancel
+        the acknowledgements still awaited and read the outcome of every one, or asyncio logs each failed
+        one as "exception was never retrieved" when it is collected (the refusal of one batch is usually
+        that of the batches behind it too)."""
+        for batch in self._in_flight:
+            batch.acks.cancel()
+            batch.acks.add_done_callback(_read_outcome)
+        self._in_flight.clear()
+        self._outbox.discard()
+        if self._commit_task is not None:
+            self._commit_task.add_done_callback(_read_outcome)
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             if self._before_start is not None:
                 # nothing is read (so nothing is committed) until ``before_start`` says so: the service writes
@@ -314,9 +346,7 @@ class Worker:
                     # so that a stop or an outage is noticed)
                     await self._settle(wait=True)
                 else:
-                    batch = await self._consumer.getmany(
-                        timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
-                    )
+                    batch = await self._poll(stopping)
                     if batch:
                         try:
                             await self._handle(batch)
@@ -343,13 +373,24 @@ class Worker:
                     await self._on_batch()
                 except KafkaError as exc:
                     await self._recover(exc)
-        if not await self.drain(self._drain_seconds):
-            self.clean_stop = False
-            log.warning(
-                "stopping with output not acknowledged or offsets not committed within %g s: that input "
-                "will be processed again after a restart",
-                self._drain_seconds,
+
+    async def _poll(self, stopping: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The next batch of records, or none after an error reading them (a topic the service may not read,
+        a fetch that failed). A read error is no delivery failure: it is counted (``consume``) and logged,
+        the batches in flight are left to settle as usual, and the next poll waits for the retry backoff
+        (or a stop)."""
+        try:
+            batch: dict[TopicPartition, list[ConsumerRecord]] = await self._consumer.getmany(
+                timeout_ms=self._poll_timeout_ms, max_records=self._max_batch
             )
+        except KafkaError as exc:
+            self._metrics.errors.labels("consume").inc()
+            log.warning("reading the input failed, reading again in %g s: %r", self._backoff, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._backoff):
+                    await stopping.wait()
+            return {}
+        return batch
 
     async def _idle_poll(self) -> None:
         """Wait a moment without taking anything in, but polling: a consumer that does not poll for
@@ -620,6 +661,8 @@ class Worker:
             except TypeError as exc:  # orjson cannot write it (the decoder refuses what it knows of)
                 detail = f"its output cannot be encoded: {exc}"
                 await self._dead_letter(record, "invalid_schema", detail, tally)
+                if d.queried or windowed:
+                    engine.withdraw(d.sample.id)  # no request goes out: none may wait for its label
                 continue
             if len(key) + len(prediction) > room or (
                 request is not None and len(key) + len(request) + 64 > room
@@ -631,6 +674,8 @@ class Worker:
                     f"{', '.join(sizes)}: over the {limit} bytes a record may take with its key and framing"
                 )
                 await self._dead_letter(record, "too_large", detail, tally)
+                if d.queried or windowed:
+                    engine.withdraw(d.sample.id)
                 continue
             partition = pred_parts[index]
             await outbox.add(pred_topic, key, prediction, partition=partition)
@@ -647,10 +692,11 @@ class Worker:
                 d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
             )
             if _record_size(key, request) > limit:
-                # checked with room to spare when it was scored, and dead-lettered then
+                # checked with room to spare when it was scored, and dead-lettered (and withdrawn) then
                 log.warning(
                     "label request for %r not sent: %d bytes, over the limit", d.sample.id, len(request)
                 )
+                engine.withdraw(d.sample.id)
                 continue
             tally.requests += 1
             await outbox.add(req_topic, key, request)
