@@ -34,8 +34,6 @@ from tests.test_deploy import DEPLOY, concrete, dashboard_exprs, used_series
 pytestmark = pytest.mark.kafka
 
 N_SAMPLES = 300
-#: counters that get a series only with their first event (a labelled metric with no child yet)
-EVENT_ONLY = {"streamal_errors_total"}
 
 
 def _prometheus_binary() -> str:
@@ -257,9 +255,9 @@ def test_prometheus_scrapes_the_service_and_promql_agrees_with_what_it_did(
                 assert accuracy is not None
                 assert 0 < accuracy <= 1
 
-                # every series the rules and the dashboard use is there (but those that wait for an event)
+                # every series the rules and the dashboard use is there (labelled ones exist from the start)
                 names = set(await prom.get("/api/v1/label/__name__/values"))
-                assert used_series() - EVENT_ONLY - names == set()
+                assert used_series() - names == set()
 
                 # our alert rules loaded, and evaluate without an error on the real series
                 async def evaluated() -> bool:
