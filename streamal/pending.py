@@ -52,8 +52,8 @@ class PendingRequests:
         memory: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_size < 1 or memory < 0 or ttl_seconds <= 0:
-            raise ValueError("max_size must be >= 1, memory >= 0 and ttl_seconds > 0")
+        if max_size < 0 or memory < 0 or ttl_seconds <= 0:
+            raise ValueError("max_size and memory must be >= 0, and ttl_seconds > 0")
         self.max_size = max_size
         self.ttl_seconds = ttl_seconds
         self.memory = memory
@@ -72,8 +72,10 @@ class PendingRequests:
         return sample_id in self._pending
 
     def add(self, sample_id: str, request: PendingRequest) -> None:
-        """Record a request; a repeated id (a sample scored again after a restart) replaces the older one."""
-        if sample_id in self._answered:
+        """Record a request; a repeated id (a sample scored again after a restart) replaces the older one.
+        With ``max_size`` 0 nothing is kept, and nothing is counted as evicted (a scorer: it learns nothing,
+        the learner keeps the requests it reads back from their topic)."""
+        if not self.max_size or sample_id in self._answered:
             return  # already answered: a label for it would be a duplicate anyway
         self._pending[sample_id] = request
         self._pending.move_to_end(sample_id)

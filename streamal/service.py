@@ -67,9 +67,10 @@ ROLES = ("all", "scorer", "learner")
 def build_engine(settings: Settings, clock: Callable[[], float] = time.time, role: str = "all") -> Engine:
     """The engine the settings describe (every name and parameter is checked here, at start).
 
-    A scorer learns nothing, so it keeps no pending requests: the learner reads them from the topic.
+    A scorer learns nothing, so it keeps no pending requests (nor reports any, pending or dropped): the
+    learner reads them from the topic.
     """
-    max_pending = 1 if role == "scorer" else settings.pending.max_size
+    max_pending = 0 if role == "scorer" else settings.pending.max_size
     return Engine(
         build_model(settings.model.name, settings.model.params),
         build_strategy(settings.strategy.name, seed=settings.strategy.seed),

@@ -130,7 +130,7 @@ def test_memory_of_ended_requests_is_bounded():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_size": 0}, {"ttl_seconds": 0.0}, {"ttl_seconds": -1.0}, {"memory": -1}]
+    "kwargs", [{"max_size": -1}, {"ttl_seconds": 0.0}, {"ttl_seconds": -1.0}, {"memory": -1}]
 )
 def test_pending_invalid_parameters_raise(kwargs):
     with pytest.raises(ValueError, match="max_size"):
@@ -342,3 +342,19 @@ def test_a_label_the_model_fails_to_learn_leaves_its_request_waiting_for_a_repla
     assert engine.learn(Label(id="s1", label="b")) is LabelOutcome.APPLIED  # the corrected label, replayed
     assert model.learned == [({"x": 1.0}, "b")]
     assert engine.learn(Label(id="s1", label="b")) is LabelOutcome.DUPLICATE
+
+
+def test_a_scorers_engine_keeps_and_reports_no_pending_request():
+    # (a scorer kept a one-slot buffer: every request after its first counted as evicted, and the dashboard's
+    # pending and dropped panels added those up)
+    from streamal.config import Settings
+    from streamal.service import build_engine
+
+    settings = Settings.model_validate({"policy": {"name": "threshold", "budget": 1.0}})
+    scorer, whole = (build_engine(settings, clock=Clock(), role=role) for role in ("scorer", "all"))
+    samples = [Sample(id=f"s{i}", features={"x": float(i)}) for i in range(20)]
+    for engine in (scorer, whole):
+        assert sum(d.queried for d in engine.score(samples)) == 20
+    assert (len(scorer.pending), scorer.pending.evicted) == (0, 0)
+    assert len(whole.pending) == 20
+    assert scorer.learn(Label(id="s3", label="a")) is LabelOutcome.UNKNOWN
