@@ -127,13 +127,16 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
 
 
 def _against_kafka(bootstrap: str, work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work``; a cluster that cannot be reached is a one-line error (exit 1), not a traceback."""
-    from aiokafka.errors import KafkaConnectionError
+    """Run ``work``; a cluster that cannot be reached, or any other Kafka error that ``work`` did not
+    turn into a ``StreamalError`` itself, is a one-line error (exit 1), not a traceback."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     try:
         return asyncio.run(work)
     except KafkaConnectionError as exc:
         raise StreamalError(f"cannot reach the Kafka cluster at {bootstrap}: {exc}") from None
+    except KafkaError as exc:
+        raise StreamalError(f"the Kafka cluster at {bootstrap} refused: {exc}") from None
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
@@ -149,49 +152,86 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
+    import signal
+
     from streamal.replay import record
 
     bootstrap = _bootstrap(args)
     options = _kafka_options(bootstrap)
-    with open(args.out, "wb") as out:
-        n = _against_kafka(
-            bootstrap,
-            record(
-                options,
-                args.topic,
-                out,
-                max_messages=args.max_messages,
-                idle_seconds=args.idle_seconds,
-                until_end=not args.follow,
-            ),
+    stopped_by: list[str] = []
+
+    async def main() -> int:
+        # SIGTERM as SIGINT: stop within one fetch, with the file flushed and the summary printed
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            stopped_by.append(sig.name)
+            stopping.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop, sig)
+        return await record(
+            options,
+            args.topic,
+            out,
+            max_messages=args.max_messages,
+            idle_seconds=args.idle_seconds,
+            until_end=not args.follow,
+            stopping=stopping,
         )
-    print(f"recorded {n} messages from {', '.join(args.topic)} to {args.out}")
+
+    try:
+        out = open(args.out, "wb")  # noqa: SIM115 (closed below, after the recording)
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot write it ({exc.strerror or exc})") from None
+    with out:
+        n = _against_kafka(bootstrap, main())
+    stopped = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+    print(f"recorded {n} messages from {', '.join(args.topic)} to {args.out}{stopped}", flush=True)
     return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from streamal.replay import check_file, read_file, replay
+    import math
 
+    from streamal.replay import replay, scan, topic_name_problem
+
+    if not (math.isfinite(args.speed) and args.speed >= 0):
+        raise ConfigError(
+            f"--speed {args.speed}: must be 0 (as fast as possible) or more (1: as recorded, 2: twice as "
+            "fast)"
+        )
     topic_map = {}
     for item in args.topic_map:
         old, sep, new = item.partition("=")
         if not sep or not old or not new:
             raise ConfigError(f"--topic-map {item!r}: expected OLD=NEW")
+        if problem := topic_name_problem(new):
+            raise ConfigError(f"--topic-map {item}: {new!r} {problem}")
         topic_map[old] = new
     bootstrap = _bootstrap(args)
     options = _kafka_options(bootstrap)
-    check_file(Path(args.file))  # the whole file is read once first: a bad line stops it before any is sent
-    n = _against_kafka(
-        bootstrap,
-        replay(
-            options,
-            read_file(Path(args.file)),
-            speed=args.speed,
-            topic_map=topic_map,
-            keep_partitions=args.keep_partitions,
-            keep_timestamps=args.keep_timestamps,
-        ),
-    )
+    # the whole file is read once first: a bad line stops it before any is sent
+    recording = scan(Path(args.file))
+    for old in topic_map:
+        if old not in recording.topics:
+            _note(f"--topic-map {old}={topic_map[old]}: the recording has no topic {old!r}")
+    n = 0
+    if recording.count == 0:  # nothing to send: no connection either
+        _note(f"warning: {args.file} holds no messages: nothing was replayed")
+    else:
+        n = _against_kafka(
+            bootstrap,
+            replay(
+                options,
+                recording,
+                speed=args.speed,
+                topic_map=topic_map,
+                keep_partitions=args.keep_partitions,
+                keep_timestamps=args.keep_timestamps,
+            ),
+        )
     print(f"replayed {n} messages from {args.file}")
     return 0
 
@@ -518,13 +558,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the JSON-lines file to write")
     p.add_argument("--max-messages", type=int)
     p.add_argument("--idle-seconds", type=float, default=5.0, help="stop after this long without a message")
-    p.add_argument("--follow", action="store_true", help="keep recording past the end offsets seen at start")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep recording past the end offsets seen at start, until --idle-seconds pass without a message "
+        "or SIGINT / SIGTERM (which end the recording as complete: exit 0)",
+    )
     p.set_defaults(func=_cmd_record)
 
     p = sub.add_parser("replay", help="replay a recorded JSON-lines file into topics")
     kafka(p)
     p.add_argument("file")
-    p.add_argument("--speed", type=float, default=0.0, help="1: as recorded, 2: twice as fast, 0: at once")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="1: as recorded, 2: twice as fast, 0 (default): as fast as possible; at every speed the records "
+        "go in timestamp order",
+    )
     p.add_argument("--topic-map", action="append", default=[], metavar="OLD=NEW", help="rename a topic")
     p.add_argument("--keep-partitions", action="store_true", help="write to the recorded partitions")
     p.add_argument(
