@@ -197,6 +197,25 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     from streamal.replay import replay, scan, topic_name_problem
 
+    if args.offline:
+        online = [
+            flag
+            for flag, given in (
+                ("--bootstrap-servers", args.bootstrap_servers is not None),
+                ("--speed", args.speed != 0.0),
+                ("--topic-map", bool(args.topic_map)),
+                ("--keep-partitions", args.keep_partitions),
+                ("--keep-timestamps", args.keep_timestamps),
+            )
+            if given
+        ]
+        if online:
+            raise ConfigError(f"{', '.join(online)}: not with --offline (nothing is sent to Kafka)")
+        from streamal.offline import run_cli
+
+        return run_cli(args.file, args.out, args.config or os.environ.get("STREAMAL_CONFIG"))
+    if args.out is not None or args.config is not None:
+        raise ConfigError("--out and --config go with --offline (a replay into Kafka writes no files)")
     if not (math.isfinite(args.speed) and args.speed >= 0):
         raise ConfigError(
             f"--speed {args.speed}: must be 0 (as fast as possible) or more (1: as recorded, 2: twice as "
@@ -566,9 +585,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_record)
 
-    p = sub.add_parser("replay", help="replay a recorded JSON-lines file into topics")
+    p = sub.add_parser(
+        "replay",
+        help="replay a recorded JSON-lines file into topics, or (--offline) through the service's engine "
+        "without Kafka",
+    )
     kafka(p)
     p.add_argument("file")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="no Kafka: replay the recording through the engine the service builds, on the recording's clock "
+        "(the same result every time); with the predictions topic recorded, the run's own decisions, "
+        "compared with it (exit 3 when they differ)",
+    )
+    p.add_argument("--out", help="with --offline: write summary.json and decisions.jsonl to this folder")
+    p.add_argument(
+        "--config",
+        help="with --offline: the service's YAML settings (model, strategy, policy, topics; STREAMAL_* "
+        "variables override it, as for `streamal run`)",
+    )
     p.add_argument(
         "--speed",
         type=float,

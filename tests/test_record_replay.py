@@ -307,3 +307,41 @@ def test_a_negative_partition_is_not_a_recorded_message(tmp_path: Path) -> None:
         StreamalError, match=r"rec.jsonl:1: not a recorded message \(partition must be 0 or more"
     ):
         scan(path)
+
+
+# -- replay --offline: the command line around streamal.offline.run_cli ----------------------------------
+def _offline_recording(path: Path) -> Path:
+    """Eight samples (x in 0..3) and three labels, stamped a second apart: a recording without Kafka."""
+    samples = [
+        RecordedMessage("samples", 0, i, T0 + 1000 * i, f"s{i}".encode(), f'{{"id": "s{i}", "features": '
+                        f'{{"x": {i % 4}}}}}'.encode())
+        for i in range(8)
+    ]  # fmt: skip
+    labels = [
+        RecordedMessage(
+            "labels", 0, n, T0 + at, f"s{i}".encode(), f'{{"id": "s{i}", "label": "{y}"}}'.encode()
+        )
+        for n, (i, y, at) in enumerate([(0, "low", 500), (1, "low", 1500), (3, "high", 3500)])
+    ]
+    return _write(path, samples + labels)
+
+
+def test_replay_offline_from_the_command_line(tmp_path, capsys, monkeypatch):
+    for name in [k for k in os.environ if k.startswith("STREAMAL_")]:
+        monkeypatch.delenv(name)
+    recording = _offline_recording(tmp_path / "run.jsonl")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main(["replay", "--offline", str(recording), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "8 of 8 samples decided" in printed
+    assert "labels: applied 3" in printed
+    # the same result on every run, byte for byte
+    for name in ("summary.json", "decisions.jsonl"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+    # flags of a replay into Kafka are refused with --offline, and --offline's own without it
+    assert main(["replay", "--offline", str(recording), "--speed", "2", "--topic-map", "a=b"]) == 2
+    assert "--speed, --topic-map: not with --offline" in capsys.readouterr().err
+    assert main(["replay", str(recording), "--out", str(tmp_path / "c")]) == 2
+    assert "--out and --config go with --offline" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -6,6 +6,10 @@ pipelined: the loop goes on with the next batch while earlier ones wait for thei
 most ``max_in_flight`` batches), and commits are coalesced, in order, in the background. A batch whose
 output cannot be delivered is not committed: the consumer seeks back to it and processes it again.
 
+A fetched batch is processed in a fixed order, whatever order the consumer returns its partitions in (a random
+one): by topic and partition, each partition in offset order. The labels of a fetch are learned in that order,
+then its samples scored in that order, so a run can be replayed exactly (``streamal.offline``).
+
 What a batch is counted for (samples, predictions, label requests, dead letters) and how far its input
 partitions have been taken in (:attr:`Worker.positions`, what a checkpoint records) both move when its
 output is acknowledged, so a batch processed again counts once and a checkpoint never records a position
@@ -549,7 +553,11 @@ class Worker:
         offsets: dict[TopicPartition, int] = {}
         firsts: dict[TopicPartition, int] = {}
         n_records = 0
-        for tp, records in batch.items():
+        # in a fixed order: the consumer returns a fetch's partitions in a random one (aiokafka shuffles
+        # them), and the order in which the samples are scored and the labels learned is the engine's
+        # state; sorted by topic and partition (each in offset order), a run can be replayed exactly
+        for tp in sorted(batch):
+            records = batch[tp]
             offsets[tp] = records[-1].offset + 1
             firsts[tp] = records[0].offset
             n_records += len(records)
