@@ -136,7 +136,7 @@ def _against_kafka(bootstrap: str, work: Coroutine[Any, Any, T]) -> T:
     except KafkaConnectionError as exc:
         raise StreamalError(f"cannot reach the Kafka cluster at {bootstrap}: {exc}") from None
     except KafkaError as exc:
-        raise StreamalError(f"the Kafka cluster at {bootstrap} refused: {exc}") from None
+        raise StreamalError(f"the Kafka cluster at {bootstrap} failed the request: {exc!r}") from None
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
@@ -202,7 +202,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             flag
             for flag, given in (
                 ("--bootstrap-servers", args.bootstrap_servers is not None),
-                ("--speed", args.speed != 0.0),
+                ("--speed", args.speed is not None),
                 ("--topic-map", bool(args.topic_map)),
                 ("--keep-partitions", args.keep_partitions),
                 ("--keep-timestamps", args.keep_timestamps),
@@ -213,13 +213,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError(f"{', '.join(online)}: not with --offline (nothing is sent to Kafka)")
         from streamal.offline import run_cli
 
-        return run_cli(args.file, args.out, args.config or os.environ.get("STREAMAL_CONFIG"))
+        config = args.config or os.environ.get("STREAMAL_CONFIG")
+        return run_cli(args.file, args.out, config, args.mode or "auto")
     if args.out is not None or args.config is not None:
         raise ConfigError("--out and --config go with --offline (a replay into Kafka writes no files)")
-    if not (math.isfinite(args.speed) and args.speed >= 0):
+    if args.mode is not None:
+        raise ConfigError("--mode goes with --offline (a replay into Kafka decides nothing)")
+    speed = 0.0 if args.speed is None else args.speed  # (None: not given, which --offline checks)
+    if not (math.isfinite(speed) and speed >= 0):
         raise ConfigError(
-            f"--speed {args.speed}: must be 0 (as fast as possible) or more (1: as recorded, 2: twice as "
-            "fast)"
+            f"--speed {speed}: must be 0 (as fast as possible) or more (1: as recorded, 2: twice as fast)"
         )
     topic_map = {}
     for item in args.topic_map:
@@ -245,7 +248,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             replay(
                 options,
                 recording,
-                speed=args.speed,
+                speed=speed,
                 topic_map=topic_map,
                 keep_partitions=args.keep_partitions,
                 keep_timestamps=args.keep_timestamps,
@@ -597,7 +600,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no Kafka: replay the recording through the engine the service builds, on the recording's clock "
         "(the same result every time); with the predictions topic recorded, the run's own decisions, "
-        "compared with it (exit 3 when they differ)",
+        "compared with it (exit 3 when they differ). The whole recording is read into memory (several times "
+        "the file's size)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("auto", "faithful", "recorded"),
+        help="with --offline: faithful (the run's batches, model versions and clock, from its recorded "
+        "predictions: an error without them), recorded (each record at its time), or auto (default: "
+        "faithful when the predictions topic is in the recording)",
     )
     p.add_argument("--out", help="with --offline: write summary.json and decisions.jsonl to this folder")
     p.add_argument(
@@ -608,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--speed",
         type=float,
-        default=0.0,
+        default=None,
         help="1: as recorded, 2: twice as fast, 0 (default): as fast as possible; at every speed the records "
         "go in timestamp order",
     )

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import re
 from math import hypot
-from typing import Annotated, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeAlias
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamal.errors import DecodeError
+
+if TYPE_CHECKING:
+    from streamal.engine import Decision
 
 #: A class label as it travels on the wire.
 ClassLabel: TypeAlias = str | int | bool
@@ -32,6 +35,15 @@ Proba: TypeAlias = dict[ClassLabel, float]
 
 #: Messages larger than this are refused before parsing (1 MiB, Kafka's default message size).
 MAX_MESSAGE_BYTES = 1_048_576
+
+#: room kept in a record batch for its own header (61 bytes) and the record's framing (varints), so that a
+#: record whose key, value and headers take up to ``MAX_MESSAGE_BYTES - RECORD_OVERHEAD`` bytes is accepted
+#: by a topic with Kafka's default ``max.message.bytes`` (``MAX_MESSAGE_BYTES`` + 12)
+RECORD_OVERHEAD = 1024
+
+#: a number re-encoded as a float takes at most 24 characters where its sample may have used 3 ("1e9") with
+#: its separator: a sample's label request is at most this many times its size, plus its prediction's
+REENCODED_GROWTH = 8
 
 _Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Id = Annotated[str, Field(strict=True, min_length=1, max_length=512)]
@@ -292,3 +304,43 @@ def label_message(
     if ts is not None:
         payload["ts"] = ts
     return encode(payload)
+
+
+def encode_outputs(
+    d: Decision, record_bytes: int, strategy: str, windowed: bool
+) -> tuple[bytes, bytes | None]:
+    """The ``predictions`` message of a decided sample, and its ``label-requests`` message when one may go out
+    (it was asked for; or, with a windowed selector, ``windowed``, it may be asked for later and its sample of
+    ``record_bytes`` could make one too large: then the request is encoded to be checked, and sent only when
+    ``d.queried``). Raises :class:`DecodeError` when its output cannot go out, the reason the service
+    dead-letters its sample with: ``invalid_schema`` (it cannot be encoded) or ``too_large`` (a record would
+    be over the size limit with its key and framing; a label request keeps 64 bytes more, for the time of a
+    request made later, from a window, being longer). The worker and the offline replay both call it.
+    """
+    room = MAX_MESSAGE_BYTES - RECORD_OVERHEAD
+    key = len(d.sample.id.encode())
+    try:
+        prediction = prediction_message(
+            d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
+        )
+        request = None
+        # with a selector any sample may be asked for later (Engine.take_requests): its request must fit
+        if d.queried or (windowed and REENCODED_GROWTH * record_bytes + len(prediction) + 64 > room):
+            request = label_request_message(
+                d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+            )
+    except TypeError as exc:  # orjson cannot write it (the decoder refuses what it knows of)
+        raise DecodeError("invalid_schema", f"its output cannot be encoded: {exc}") from None
+    if key + len(prediction) > room or (request is not None and key + len(request) + 64 > room):
+        sizes = [f"its prediction would be {len(prediction)} bytes"]
+        if request is not None:
+            sizes.append(f"its label request {len(request)} bytes")
+        limit = MAX_MESSAGE_BYTES
+        detail = f"{', '.join(sizes)}: over the {limit} bytes a record may take with its key and framing"
+        raise DecodeError("too_large", detail)
+    return prediction, request
+
+
+def fits(key: bytes, value: bytes) -> bool:
+    """A record of ``key`` and ``value`` (no headers) is within the size limit with its framing."""
+    return RECORD_OVERHEAD + len(key) + len(value) <= MAX_MESSAGE_BYTES

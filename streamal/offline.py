@@ -12,18 +12,30 @@ recording ``label-requests`` as well lets the faithful replay check its requests
 service's; its ``topics`` name the recording's topics) and returns an :class:`OfflineRun`. Its ``mode``
 says which of two orders it followed, chosen from what the recording holds:
 
-``"faithful"`` (the recording holds ``predictions``): the original run's decisions again. Every recorded
-prediction carries the ``model_version`` its sample was scored with and the ``ts`` of the engine's clock
-when its batch was scored; the engine reads its clock once per batch, so the predictions that share a
-``ts`` are one batch of the original (:meth:`~streamal.engine.Engine.score` is called once per fetched
-batch). The batches are scored in the order of their model version and time, each as one call, with the
-clock at the recorded ``ts`` and its samples in the order the worker scores a fetched batch's: by partition,
-each partition in offset order. Before each batch, the labels that take the engine's model version to the
-one the batch was scored with are learned, in the order the worker learns a fetch's labels: by partition
-and offset. So each label is learned where the original learned it, and the float32 numerics of a batched
-model (the kNN) see the same batches. A sample with no recorded prediction was not scored by the original
-(a dead letter, or a recording that ends before the service got to it) and is not scored here either
-(``unscored``). The replay's label requests and predictions are compared with the recorded ones
+``"faithful"`` (the recording holds ``predictions``; ``mode="faithful"`` insists on them): the original
+run's decisions again. Every recorded prediction carries the ``model_version`` its sample was scored with
+and the ``ts`` of the engine's clock when its batch was scored; the engine reads its clock once per batch,
+so the predictions that share a ``ts`` are one batch of the original (:meth:`~streamal.engine.Engine.score`
+is called once per fetched batch). The batches are scored in the order of their model version and time,
+each as one call, with the clock at the recorded ``ts`` and its samples in the order the worker scores a
+fetched batch's: by partition, each partition in offset order. Before each batch, the labels stamped
+before its ``ts`` whose request is not waiting are learned (they change no model state: ``unknown``,
+``duplicate``, ... as in the original, even a label that came before its sample was scored), then those
+that take the engine's model version to the one the batch was scored with, in the order the worker learns
+a fetch's labels: by partition and offset. So each label is learned where the original learned it, and
+the float32 numerics of a batched model (the kNN) see the same batches.
+
+A valid sample with no recorded prediction was scored by the original all the same if a later sample of its
+partition has one, or if its dead letter is recorded (the ``dead-letters`` topic): the worker scores a
+batch first (spending the policy's budget, filling a selector's window) and then dead-letters the samples
+whose output cannot go out (``too_large``, ``invalid_schema``), or the model failed on it
+(``model_error``). Such a sample is scored in its batch again (the batch of its neighbours in its partition
+when they are in one; else the last batch between them scored before its recorded dead letter; else the
+batch of the one before it) and its output checked as the worker checks it, so it is dead-lettered again
+and its request withdrawn. A valid sample after the last one with a prediction in its partition, with no
+dead letter recorded, was not scored (the recording ends before the service got to it) and is not scored
+here either (``unscored``); nor is a sample the service dead-letters when it decodes it (``invalid_json``
+and the like). The replay's label requests and predictions are compared with the recorded ones
 (:attr:`OfflineRun.comparison`): a user's test can assert that a replay reproduces production.
 
 ``"recorded"`` (no ``predictions``): the records in time order (each partition in offset order, merged by
@@ -45,8 +57,16 @@ for every sample, and the same probabilities, with any number of partitions. The
 scored in the same order (the worker takes a fetched batch's partitions in ascending order, whatever order
 the consumer returns them in), so are the float32 products of a batched model: scored one sample at a time
 instead, the kNN's probabilities moved by up to 2e-3 in our runs, where float32 rounding picked another of
-two nearly equidistant neighbours, and a decision near the policy's threshold can follow. Nothing of the
-replay is taken from the recorded decisions: they are only compared. One thing is not recorded and is
+two nearly equidistant neighbours, and a decision near the policy's threshold can follow.
+
+**What is taken from the recording.** The recorded predictions are input as well as what is compared: each
+one's ``model_version`` and ``ts`` define the batches (which samples are scored together, and in which
+order), the engine's clock at each batch (the time of its label requests, of a request's expiry, of a rate
+limit), and how many labels are learned before each batch. What the replay decides from them, each sample's
+class, probabilities and ``queried`` flag and the label requests, is computed and only compared: the
+comparison counts the predictions with the recorded class and ``queried`` flag (``predictions_equal``) apart
+from those made at their recorded model version (``versions_equal``, the replay following its input;
+``reproduced`` needs both, and at least one prediction compared). One thing is not recorded and is
 reconstructed: with several ``labels`` partitions, which fetch each label came in. The model versions say
 how many labels were applied before each batch; they are taken to be the first ones in timestamp order
 (ties by partition and offset), learned by partition and offset, as if all came in the batch's own fetch.
@@ -59,7 +79,12 @@ requests and predictions differ and shows the first differences. In ten runs of 
 partitions (300 and 1000 samples) every replay was exact to the bit. With one ``labels`` partition nothing
 is reconstructed. A run with restarts (a sample scored twice, a model restored from an older
 checkpoint) is not reproduced past its first restart, nor is a run of several partitions by a service from
-before the worker took a batch's partitions in order (it took them in the consumer's random order).
+before the worker took a batch's partitions in order (it took them in the consumer's random order). The
+replay is one all-in-one engine (role ``all``): it reproduces one all-in-one service run, not a scale-out
+run (several scorers, each with its own policy state and its own share of the samples, and a learner).
+A dead-lettered sample that was the only sample of its fetch was a batch of its own, which the recording
+does not show: it is scored in a batch next to it (the one before it, or the last one scored before its
+recorded dead letter), and its decision (so the policy's state) may then differ.
 
 Bad input never stops a replay: a sample or label the service would dead-letter is listed in
 :attr:`OfflineRun.dead_letters` with the service's reason (``invalid_json``, ``invalid_schema``,
@@ -110,16 +135,20 @@ predictions (each sample a batch of its own), and the replay finds them again:
 ('faithful', True, 8, 8)
 
 From the command line, :func:`run_cli`: ``streamal replay --offline run.jsonl --config service.yaml --out
-replayed/`` prints a summary, writes ``summary.json`` and ``decisions.jsonl``, and exits with
-:data:`EXIT_DIFFERS` when a faithful replay does not reproduce the recording. The whole recording is read
-into memory.
+replayed/`` prints a summary (with an ``ignored: TOPIC N`` line for each topic of the recording it did not
+read: a predictions topic of another name is one), writes ``summary.json`` and ``decisions.jsonl``, and
+exits with :data:`EXIT_DIFFERS` when a faithful replay does not reproduce the recording (or compares no
+prediction); ``--mode faithful`` refuses a recording without the predictions topic. The whole recording
+is read into memory, decoded: about seven times the file's size (a 1 GB recording needs about 7 GB).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -132,7 +161,6 @@ from streamal.config import Settings, load_settings
 from streamal.engine import Decision, Engine
 from streamal.errors import ConfigError, DecodeError, InvalidArgument, StreamalError
 from streamal.messages import (
-    MAX_MESSAGE_BYTES,
     ClassLabel,
     Label,
     Proba,
@@ -140,8 +168,9 @@ from streamal.messages import (
     decode_label,
     decode_sample,
     encode,
+    encode_outputs,
+    fits,
     label_request_message,
-    prediction_message,
 )
 from streamal.pending import LabelOutcome
 from streamal.policies import reads_clock
@@ -154,10 +183,6 @@ Mode = Literal["faithful", "recorded"]
 #: command line's: an error, a wrong setting)
 EXIT_DIFFERS = 3
 
-#: as in the worker (``streamal.kafka.worker``): the room a record's framing takes, and how much larger than
-#: its sample a label request can be once the features are written again as floats
-_RECORD_OVERHEAD = 1024
-_REENCODED_GROWTH = 8
 #: differences listed in a comparison (all are counted)
 _MAX_LISTED = 20
 
@@ -225,22 +250,33 @@ class Comparison:
 
     ``requests_order`` is ``"exact"`` when the recorded requests are in one partition (compared in their
     offset order with the replay's in the order it made them), ``"by time"`` when they are in several (both
-    sides ordered by the time of the request, ties by id: the order between partitions is not recorded),
-    and ``"not recorded"`` when the recording holds no ``label-requests`` topic (``requests_recorded`` is
-    None, and only the predictions, with their ``queried`` flags, are compared).
+    sides ordered by the time of the request, ties by where the sample is, partition and offset: the order
+    the worker makes the requests of a batch in; the order between partitions is not recorded), and ``"not
+    recorded"`` when the recording holds no ``label-requests`` topic (``requests_recorded`` is None, and only
+    the predictions, with their ``queried`` flags, are compared).
+
+    Predictions are matched by where their sample is (partition and offset: an id may be sent twice).
+    ``predictions_equal`` counts those with the recorded class and ``queried`` flag: the result. The model
+    version is no result: the replay takes each batch's from the recording (it learns the labels that reach
+    it), and ``versions_equal`` counts the predictions it did reach for; one it did not means that the
+    replay could not follow the recording (a label missing, or applied where the original did not).
     """
 
     requests_recorded: int | None
     requests_replayed: int
     requests_in_order: int  # positions where both sides name the same sample
     requests_order: str
+    #: recorded predictions compared (of samples in the recording), and those the replay made too
     predictions_recorded: int
     predictions_replayed: int
-    #: replayed predictions with the recorded class, ``queried`` flag and model version
+    #: replayed predictions with the recorded class and ``queried`` flag
     predictions_equal: int
     classes_equal: int
     queried_equal: int
+    #: replayed predictions made at the recorded model version (an input the replay follows)
     versions_equal: int
+    #: samples the original scored and dead-lettered (no prediction) that the replay predicted
+    unpublished_predicted: int
     max_proba_difference: float
     #: the first differences, as sentences (at most 20; ``differences`` counts them all)
     listed: tuple[str, ...]
@@ -248,15 +284,27 @@ class Comparison:
 
     @property
     def reproduced(self) -> bool:
-        """Every recorded request asked again, in order, and every recorded prediction made again."""
+        """At least one recorded prediction compared; every recorded request asked again, in order; every
+        recorded prediction made again (class and ``queried`` flag), at its recorded model version; and no
+        sample the original dead-lettered predicted."""
         requests = self.requests_recorded is None or (
             self.requests_in_order == self.requests_recorded == self.requests_replayed
         )
-        return requests and self.predictions_equal == self.predictions_recorded == self.predictions_replayed
+        n = self.predictions_recorded
+        return (
+            n > 0
+            and requests
+            and self.predictions_equal == self.versions_equal == self.predictions_replayed == n
+            and self.unpublished_predicted == 0
+        )
 
     @property
     def first_difference(self) -> str | None:
-        return self.listed[0] if self.listed else None
+        if self.listed:
+            return self.listed[0]
+        if self.predictions_recorded == 0:
+            return "no recorded prediction was compared (none readable, or none of a sample in the recording)"
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -271,6 +319,7 @@ class Comparison:
             "classes_equal": self.classes_equal,
             "queried_equal": self.queried_equal,
             "versions_equal": self.versions_equal,
+            "unpublished_predicted": self.unpublished_predicted,
             "max_proba_difference": self.max_proba_difference,
             "differences": self.differences,
             "first_differences": list(self.listed),
@@ -297,10 +346,11 @@ class OfflineRun:
     #: samples in the recording (valid or not), and the engine calls that scored them
     samples: int = 0
     batches: int = 0
-    #: faithful: valid samples with no recorded prediction, not scored (as the original did not)
+    #: faithful: valid samples with no recorded prediction that the original did not score either (after the
+    #: last one with a prediction in their partition, with no dead letter recorded)
     unscored: list[str] = field(default_factory=list)
-    #: records of topics the replay does not read, by topic: dead letters, other topics, and in recorded
-    #: mode the predictions and label requests
+    #: records of topics the replay does not read, by topic: other topics (a predictions topic of another
+    #: name among them), and in recorded mode the predictions, label requests and dead letters
     ignored: dict[str, int] = field(default_factory=dict)
     #: what the replay could not take as recorded, in sentences
     notes: list[str] = field(default_factory=list)
@@ -464,34 +514,6 @@ class _Scored:
     asked: list[Decision] = field(default_factory=list)
 
 
-def _output_problem(d: Decision, record_bytes: int, strategy: str, windowed: bool) -> tuple[str, str] | None:
-    """The dead-letter reason and detail the worker gives a decided sample whose output cannot go out (it
-    cannot be encoded, or a record would be over the size limit), as ``Worker._send_decisions`` does."""
-    room = MAX_MESSAGE_BYTES - _RECORD_OVERHEAD
-    key = len(d.sample.id.encode())
-    try:
-        prediction = prediction_message(
-            d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
-        )
-        request = None
-        if d.queried or (windowed and _REENCODED_GROWTH * record_bytes + len(prediction) + 64 > room):
-            request = label_request_message(
-                d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
-            )
-    except TypeError as exc:
-        return "invalid_schema", f"its output cannot be encoded: {exc}"
-    if key + len(prediction) > room or (request is not None and key + len(request) + 64 > room):
-        sizes = [f"its prediction would be {len(prediction)} bytes"]
-        if request is not None:
-            sizes.append(f"its label request {len(request)} bytes")
-        limit = MAX_MESSAGE_BYTES
-        return (
-            "too_large",
-            f"{', '.join(sizes)}: over the {limit} bytes a record may take with its key and framing",
-        )
-    return None
-
-
 def _score(engine: Engine, items: Sequence[_In]) -> _Scored:
     """Score ``items`` as one batch, as the worker does: a batch the model fails on is scored one by one
     (the samples it fails on are ``model_error``), and a sample whose output cannot go out is withdrawn."""
@@ -508,9 +530,10 @@ def _score(engine: Engine, items: Sequence[_In]) -> _Scored:
                 out.dead.append((it, "model_error", f"scoring it: {one!r}"))
     strategy, windowed = engine.strategy.name, engine.selector is not None
     for d, it in pairs:
-        problem = _output_problem(d, len(it.rec.msg.value or b""), strategy, windowed)
-        if problem is not None:
-            out.dead.append((it, *problem))
+        try:  # the worker's own check (Worker._send_decisions)
+            encode_outputs(d, len(it.rec.msg.value or b""), strategy, windowed)
+        except DecodeError as exc:
+            out.dead.append((it, exc.reason, exc.detail))
             if d.queried or windowed:
                 engine.withdraw(d.sample.id)
             continue
@@ -521,7 +544,7 @@ def _score(engine: Engine, items: Sequence[_In]) -> _Scored:
         request = label_request_message(
             d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
         )
-        if _RECORD_OVERHEAD + len(d.sample.id.encode()) + len(request) > MAX_MESSAGE_BYTES:
+        if not fits(d.sample.id.encode(), request):
             engine.withdraw(d.sample.id)
             continue
         out.asked.append(d)
@@ -603,14 +626,8 @@ def _same_class(replayed: ClassLabel | None, recorded: Any) -> bool:
     return bool(orjson.dumps(replayed) == orjson.dumps(recorded))
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class _Batch:
-    """One engine call of the original run: its model version and clock reading (the order it came in),
-    and its samples in partition and offset order."""
-
-    version: int
-    ts: float
-    items: list[_In] = field(compare=False)
+#: an original batch: its model version and clock reading, the order it was scored in
+_BatchKey = tuple[int, float]
 
 
 def _stamped(items: list[_In]) -> list[tuple[int, int, int, int, _In]]:
@@ -625,26 +642,107 @@ def _stamped(items: list[_In]) -> list[tuple[int, int, int, int, _In]]:
     return out
 
 
-def _learn_until(replay: _Replay, queue: list[_In], learned: int, version: int, at: float) -> int:
-    """Learn the labels of ``queue[learned:]`` (in the order of their timestamps) that take the engine's
-    model version to ``version``, in the order the worker learns the labels of a fetch: by partition and
-    offset. They are the first ones of the queue whose request is waiting (those the engine applies), and
-    the labels between them that apply to nothing; a label that does not apply after all (its request
-    expired) is made up for by the next ones, one at a time. Returns how many of ``queue`` are learned."""
-    engine = replay.engine
-    end, applying = learned, set[str]()
-    while len(applying) < version - engine.model_version and end < len(queue):
-        label = queue[end].label
-        assert label is not None
-        if label.id in engine.pending:
-            applying.add(label.id)
-        end += 1
-    for it in sorted(queue[learned:end], key=lambda it: (it.rec.msg.partition, it.rec.msg.offset)):
-        replay.learn(it, at)
-    while engine.model_version < version and end < len(queue):
-        replay.learn(queue[end], at)
-        end += 1
-    return end
+class _LabelQueue:
+    """The recorded labels waiting to be learned, in the order of their timestamps (partitions merged, each
+    label at the time :func:`_stamped` gives it)."""
+
+    def __init__(self, labels: list[_In]) -> None:
+        parts: dict[int, list[_In]] = defaultdict(list)
+        for it in labels:  # (in partition and offset order)
+            parts[it.rec.msg.partition].append(it)
+        self.partitions = len(parts)
+        self._items = [(at, it) for at, *_, it in heapq.merge(*(_stamped(parts[p]) for p in sorted(parts)))]
+        self._start = 0  # every label before it is learned
+        self._done: set[int] = set()  # positions learned, from _start on
+
+    def _waiting(self) -> Iterator[tuple[int, int, _In]]:
+        while self._start < len(self._items) and self._start in self._done:
+            self._done.discard(self._start)
+            self._start += 1
+        for n in range(self._start, len(self._items)):
+            if n not in self._done:
+                yield n, *self._items[n]
+
+    def _learn(self, replay: _Replay, taken: list[tuple[int, _In]], at: float) -> None:
+        """Learn ``taken`` as the worker learns the labels of a fetch: by partition and offset."""
+        for n, it in sorted(taken, key=lambda t: (t[1].rec.msg.partition, t[1].rec.msg.offset)):
+            self._done.add(n)
+            replay.learn(it, at)
+
+    def before(self, replay: _Replay, version: int, at: float) -> None:
+        """Learn what the original learned before the batch it scored with ``version`` at ``at``: first every
+        label stamped before ``at`` whose request is not waiting (it came before the batch and changes no
+        model state: ``unknown``, ``duplicate``, ... as in the original, even when its sample is scored
+        later), then the first ones of the queue whose request is waiting (those the engine applies) that
+        take the model version to ``version``, with the labels between them; a label that does not apply
+        after all (its request expired) is made up for by the next ones, one at a time."""
+        engine = replay.engine
+        early: list[tuple[int, _In]] = []
+        for n, stamp, it in self._waiting():
+            if stamp >= at * 1000:
+                break
+            assert it.label is not None
+            if it.label.id not in engine.pending:
+                early.append((n, it))
+        self._learn(replay, early, at)
+        taken: list[tuple[int, _In]] = []
+        applying: set[str] = set()
+        for n, _, it in self._waiting():
+            if len(applying) >= version - engine.model_version:
+                break
+            assert it.label is not None
+            if it.label.id in engine.pending:
+                applying.add(it.label.id)
+            taken.append((n, it))
+        self._learn(replay, taken, at)
+        for n, _, it in self._waiting():
+            if engine.model_version >= version:
+                break
+            self._learn(replay, [(n, it)], at)
+
+    def rest(self, replay: _Replay, at: float) -> None:
+        """Learn the labels left, each at its time (not before ``at``)."""
+        for n, stamp, it in list(self._waiting()):
+            at = max(at, stamp / 1000.0)
+            self._learn(replay, [(n, it)], at)
+
+
+def _sample_dead_letters(recs: list[_Rec], samples_topic: str) -> dict[tuple[int, int], RecordedMessage]:
+    """The recorded dead letters of samples, by the partition and offset of their sample (the headers
+    ``source.topic``, ``source.partition`` and ``source.offset`` the worker gives them)."""
+    out: dict[tuple[int, int], RecordedMessage] = {}
+    for rec in recs:
+        headers = dict(rec.msg.headers)
+        try:
+            if headers["source.topic"].decode() != samples_topic:
+                continue
+            where = (int(headers["source.partition"]), int(headers["source.offset"]))
+        except (KeyError, ValueError, UnicodeDecodeError):
+            continue
+        out.setdefault(where, rec.msg)
+    return out
+
+
+def _batch_of_unpublished(
+    before: _BatchKey | None,
+    after: _BatchKey | None,
+    letter: RecordedMessage | None,
+    keys: list[_BatchKey],
+    rank: dict[_BatchKey, int],
+) -> _BatchKey:
+    """The original batch of a sample the original scored but published no prediction for, ``before`` and
+    ``after`` the batches of the nearest samples of its partition before and after it that have one. With
+    both in one batch, that one (a batch holds a range of offsets of each partition); else, with its dead
+    letter recorded, the last batch between them scored at or before the dead letter's time (the worker
+    dead-letters a sample's output after scoring its batch, before it scores the next), else the batch of
+    the one before it (the one after it when it has none)."""
+    lo = rank[before] if before is not None else 0
+    hi = rank[after] if after is not None else len(keys) - 1
+    if letter is not None and letter.timestamp is not None:
+        stamp = letter.timestamp
+        within = [k for k in keys[lo : hi + 1] if math.floor(k[1] * 1000) <= stamp]
+        return within[-1] if within else keys[lo]
+    return keys[lo] if before is not None else keys[hi]
 
 
 def _replay_faithful(
@@ -652,6 +750,8 @@ def _replay_faithful(
     labels: list[_In],
     predictions: list[_Rec],
     requests: list[_Rec],
+    dead_letters: list[_Rec],
+    samples_topic: str,
     replay: _Replay,
 ) -> None:
     run = replay.run
@@ -675,48 +775,80 @@ def _replay_faithful(
         mine = published.get(it.sample.id)
         if mine:
             recorded[it.rec.index] = mine.pop(0)
-        else:
-            run.unscored.append(it.sample.id)
     left = sum(len(q) for q in published.values())
     if left:
         run.notes.append(
             f"{left} recorded predictions have no sample of their own in the recording (a sample scored "
             "again after a restart, or a recording of samples that starts later): not compared"
         )
-    if run.unscored:
-        run.notes.append(
-            f"{len(run.unscored)} valid samples have no recorded prediction: not scored (the original did "
-            "not publish one: the recording ends before it got to them, or their output was dead-lettered)"
-        )
     # the original batches: one clock reading (ts) and one model version each, in the order scored; each
     # batch's samples in partition and offset order, as the worker scores them
-    batches: dict[tuple[int, float], list[_In]] = defaultdict(list)
+    batches: dict[_BatchKey, list[_In]] = defaultdict(list)
+    key_of: dict[int, _BatchKey] = {}  # file index of a sample -> its batch
     for it in samples:  # (in partition and offset order)
         p = recorded.get(it.rec.index)
         if p is not None:
+            key_of[it.rec.index] = (p.model_version, p.ts)
             batches[(p.model_version, p.ts)].append(it)
-    # the labels, partitions merged by timestamp: the order of the fetches they came in
-    label_parts: dict[int, list[_In]] = defaultdict(list)
-    for it in labels:
-        label_parts[it.rec.msg.partition].append(it)
-    if len(label_parts) > 1:
+    # a valid sample with no recorded prediction before a sample of its partition that has one, or with a
+    # dead letter recorded: the original scored it in a batch (spending the policy's budget, filling a
+    # selector's window) and then dead-lettered it (its output too large or not encodable; or the model
+    # failed on it); it is scored in its batch again, and its output checked as the worker checks it
+    letters = _sample_dead_letters(dead_letters, samples_topic)
+    keys = sorted(batches)
+    rank = {k: n for n, k in enumerate(keys)}
+    by_partition: dict[int, list[_In]] = defaultdict(list)
+    for it in samples:
+        by_partition[it.rec.msg.partition].append(it)
+    placed: set[int] = set()
+    for items in by_partition.values():
+        scored = [(it.rec.msg.offset, key_of[it.rec.index]) for it in items if it.rec.index in key_of]
+        offsets = [offset for offset, _ in scored]
+        for it in items:
+            assert it.sample is not None
+            m = it.rec.msg
+            if it.rec.index in key_of:
+                continue
+            j = bisect.bisect_left(offsets, m.offset)
+            repeated = j < len(offsets) and offsets[j] == m.offset  # a record repeated in the file
+            before = scored[j - 1][1] if j > 0 else None
+            after = scored[j + repeated][1] if j + repeated < len(scored) else None
+            letter = letters.get((m.partition, m.offset))
+            if repeated or not keys or (after is None and letter is None):
+                run.unscored.append(it.sample.id)
+                continue
+            key = _batch_of_unpublished(before, after, letter, keys, rank)
+            batches[key].append(it)
+            placed.add(it.rec.index)
+    if placed:
+        for items in batches.values():
+            items.sort(key=lambda it: (it.rec.msg.partition, it.rec.msg.offset, it.rec.index))
         run.notes.append(
-            f"labels come from {len(label_parts)} partitions: which fetch each came in is not recorded, "
-            "they are learned in the order of their timestamps, those learned before one batch by partition "
-            "and offset"
+            f"{len(placed)} valid samples have no recorded prediction but were scored by the original (a "
+            "later sample of their partition has one, or their dead letter is recorded): scored in their "
+            "batch again, and dead-lettered again if their output cannot go out"
         )
-    queue = [it for *_, it in heapq.merge(*(_stamped(label_parts[p]) for p in sorted(label_parts)))]
-    learned = short = over = 0
-    for batch in sorted(_Batch(version, ts, items) for (version, ts), items in batches.items()):
-        learned = _learn_until(replay, queue, learned, batch.version, batch.ts)
-        short += replay.engine.model_version < batch.version
-        over += replay.engine.model_version > batch.version
-        replay.now[0] = batch.ts
-        replay.commit(_score(replay.engine, batch.items))
-    last = replay.now[0]
-    for it in queue[learned:]:
-        last = max(last, (it.rec.msg.timestamp or 0) / 1000.0)
-        replay.learn(it, last)
+    if run.unscored:
+        run.notes.append(
+            f"{len(run.unscored)} valid samples have no recorded prediction, come after the last one that "
+            "has one in their partition and have no dead letter recorded: not scored (the recording ends "
+            "before the service got to them)"
+        )
+    labels_queue = _LabelQueue(labels)
+    if labels_queue.partitions > 1:
+        run.notes.append(
+            f"labels come from {labels_queue.partitions} partitions: which fetch each came in is not "
+            "recorded, they are learned in the order of their timestamps, those learned before one batch by "
+            "partition and offset"
+        )
+    short = over = 0
+    for version, ts in keys:
+        labels_queue.before(replay, version, ts)
+        short += replay.engine.model_version < version
+        over += replay.engine.model_version > version
+        replay.now[0] = ts
+        replay.commit(_score(replay.engine, batches[(version, ts)]))
+    labels_queue.rest(replay, replay.now[0])
     if short:
         run.notes.append(
             f"{short} batches were scored with a model version the recorded labels do not reach (labels "
@@ -727,11 +859,15 @@ def _replay_faithful(
             f"{over} batches were scored past the recorded model version (a label applied here that the "
             "original did not apply)"
         )
-    run.comparison = _compare(run, recorded, samples, requests)
+    run.comparison = _compare(run, recorded, placed, samples, requests)
 
 
 def _compare(
-    run: OfflineRun, recorded: dict[int, _Recorded], samples: list[_In], requests: list[_Rec]
+    run: OfflineRun,
+    recorded: dict[int, _Recorded],
+    placed: set[int],
+    samples: list[_In],
+    requests: list[_Rec],
 ) -> Comparison:
     listed: list[str] = []
     differences = 0
@@ -741,6 +877,17 @@ def _compare(
         differences += 1
         if len(listed) < _MAX_LISTED:
             listed.append(text)
+
+    # where each sample is, to order requests made at one time as the worker makes them (a batch in
+    # partition and offset order); a sample id sent twice: where it was first
+    where: dict[str, tuple[int, int]] = {}
+    for it in samples:
+        assert it.sample is not None
+        where.setdefault(it.sample.id, (it.rec.msg.partition, it.rec.msg.offset))
+    nowhere = (-1, -1)
+
+    def by_time(request: tuple[float, str]) -> tuple[float, tuple[int, int], str]:
+        return request[0], where.get(request[1], nowhere), request[1]
 
     # requests
     asked_at: list[tuple[float, str]] = []
@@ -763,36 +910,36 @@ def _compare(
         order, expected, got = "exact", [i for _, i in asked_at], list(run.asked)
     else:  # within one time (one batch), the order between partitions is not recorded
         order = "by time"
-        expected = [i for _, i in sorted(asked_at)]
-        got = [i for _, i in sorted(zip(run.asked_at, run.asked, strict=True))]
+        expected = [i for _, i in sorted(asked_at, key=by_time)]
+        got = [i for _, i in sorted(zip(run.asked_at, run.asked, strict=True), key=by_time)]
     in_order = 0
     if expected is not None:
         in_order = sum(a == b for a, b in zip(expected, got, strict=False))
         for n, (a, b) in enumerate(itertools.zip_longest(expected, got)):
             if a != b:
                 differ(f"label request #{n}: recorded {a!r}, replayed {b!r}")
-    # predictions
-    replayed = {d.id: d for d in run.decisions}
+    # predictions, by where their sample is (an id may be sent twice)
+    replayed = {(d.partition, d.offset): d for d in run.decisions}
     by_index = {it.rec.index: it for it in samples}
-    classes = queried = versions = equal = 0
+    classes = queried = versions = equal = found = 0
     max_proba = 0.0
     for index, r in recorded.items():
-        it = by_index[index]
-        d = replayed.get(r.id)
-        m = it.rec.msg
-        where = f"{r.id!r} ({m.topic}[{m.partition}]@{m.offset})"
+        m = by_index[index].rec.msg
+        d = replayed.get((m.partition, m.offset))
+        where_text = f"{r.id!r} ({m.topic}[{m.partition}]@{m.offset})"
         if d is None:
-            differ(f"sample {where}: recorded a prediction, the replay made none")
+            differ(f"sample {where_text}: recorded a prediction, the replay made none")
             continue
+        found += 1
         same_class = _same_class(d.prediction, r.prediction)
         classes += same_class
         queried += d.queried == r.queried
         versions += d.model_version == r.model_version
-        if same_class and d.queried == r.queried and d.model_version == r.model_version:
+        if same_class and d.queried == r.queried:
             equal += 1
-        else:
+        if not (same_class and d.queried == r.queried and d.model_version == r.model_version):
             differ(
-                f"sample {where}: recorded {r.prediction!r} queried={r.queried} at model version "
+                f"sample {where_text}: recorded {r.prediction!r} queried={r.queried} at model version "
                 f"{r.model_version}, replayed {d.prediction!r} queried={d.queried} at version "
                 f"{d.model_version}"
             )
@@ -801,17 +948,28 @@ def _compare(
             a, b = mine.get(key), r.proba.get(key)
             diff = abs(a - b) if isinstance(a, float | int) and isinstance(b, float | int) else math.inf
             max_proba = max(max_proba, diff)
+    published = 0
+    for index in sorted(placed):
+        m = by_index[index].rec.msg
+        d = replayed.get((m.partition, m.offset))
+        if d is not None:
+            published += 1
+            differ(
+                f"sample {d.id!r} ({m.topic}[{m.partition}]@{m.offset}): the original published no "
+                f"prediction (dead-lettered), the replay predicted {d.prediction!r} queried={d.queried}"
+            )
     return Comparison(
         requests_recorded=None if expected is None else len(expected),
         requests_replayed=len(got),
         requests_in_order=in_order,
         requests_order=order,
         predictions_recorded=len(recorded),
-        predictions_replayed=sum(1 for r in recorded.values() if r.id in replayed),
+        predictions_replayed=found,
         predictions_equal=equal,
         classes_equal=classes,
         queried_equal=queried,
         versions_equal=versions,
+        unpublished_predicted=published,
         max_proba_difference=max_proba,
         listed=tuple(listed),
         differences=differences,
@@ -831,7 +989,8 @@ def replay_offline(
     variables); their ``topics`` name the recording's topics. ``mode``: ``"auto"`` is ``"faithful"`` when the
     recording holds the predictions topic, else ``"recorded"`` (see the module's description).
     Raises ``ConfigError`` when the recording holds no record of the samples topic (the message lists the
-    topics it holds), and ``StreamalError`` when the file cannot be read; bad lines and bad values are
+    topics it holds), or ``mode="faithful"`` and none of the predictions topic; ``StreamalError`` when the
+    file cannot be read, or no line of it is a recorded message; other bad lines and bad values are
     reported, not raised.
     """
     settings = settings if settings is not None else load_settings()
@@ -839,23 +998,32 @@ def replay_offline(
         raise InvalidArgument(f"mode {mode!r}: choose auto, faithful or recorded")
     run = OfflineRun(mode="recorded")
     recs = _records(source, run)
+    if not recs and run.bad_lines:
+        first = run.bad_lines[0]
+        raise StreamalError(
+            f"{source}: no line is a recorded message ({len(run.bad_lines)} lines; the first, line "
+            f"{first.line}: {first.detail}); is it a file `streamal record` wrote?"
+        )
     t = settings.topics
     by_topic: dict[str, list[_Rec]] = defaultdict(list)
     for rec in recs:
         by_topic[rec.msg.topic].append(rec)
+    held = ", ".join(sorted(by_topic)) or "none"
     if not by_topic.get(t.samples):
-        held = ", ".join(sorted(by_topic)) or "none"
         raise ConfigError(
             f"the recording holds no record of the samples topic {t.samples!r} (topics in it: {held}); "
             "topics.samples (STREAMAL_TOPICS__SAMPLES) names it"
         )
     predictions = by_topic.get(t.predictions, [])
     if mode == "faithful" and not predictions:
-        raise InvalidArgument(
-            f"a faithful replay needs the predictions topic {t.predictions!r} in the recording; record it too"
+        raise ConfigError(
+            f"a faithful replay needs the predictions topic {t.predictions!r} in the recording (topics in "
+            f"it: {held}); topics.predictions (STREAMAL_TOPICS__PREDICTIONS) names it, or record it too"
         )
     run.mode = "faithful" if (mode == "faithful" or (mode == "auto" and predictions)) else "recorded"
-    read = {t.samples, t.labels} | ({t.predictions, t.label_requests} if run.mode == "faithful" else set())
+    read = {t.samples, t.labels}
+    if run.mode == "faithful":
+        read |= {t.predictions, t.label_requests, t.dead_letters}
     run.ignored = {topic: len(r) for topic, r in sorted(by_topic.items()) if topic not in read}
     run.samples = len(by_topic[t.samples])
     samples = _decode(by_topic[t.samples], "samples", run)
@@ -863,19 +1031,42 @@ def replay_offline(
     replay = _Replay(settings, run)
     if run.mode == "faithful":
         requests = by_topic.get(t.label_requests, [])
-        _replay_faithful(samples, labels, predictions, requests, replay)
+        dead = by_topic.get(t.dead_letters, [])
+        _replay_faithful(samples, labels, predictions, requests, dead, t.samples, replay)
     else:
         _replay_recorded(samples, labels, replay)
     return replay.finish()
 
 
-def run_cli(path: str | Path, out: str | Path | None = None, config: str | Path | None = None) -> int:
-    """``streamal replay --offline FILE [--out DIR] [--config FILE]``: replay, print a short summary, write
-    ``summary.json`` and ``decisions.jsonl`` to ``out``. Returns 0, or :data:`EXIT_DIFFERS` when a faithful
-    replay does not reproduce the recording. A wrong setting raises ``ConfigError``, a file that cannot be
-    read ``StreamalError`` (the command line turns them into exit codes 2 and 1)."""
+def _writable(out: Path) -> None:
+    """Create ``out`` (a folder) if needed and check that files can be written in it, before a replay that
+    may take minutes; a ``ConfigError`` names it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(f"no permission to write in {out}")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ConfigError(
+            f"--out {out}: cannot write it ({why}); give a folder that can be written"
+        ) from None
+
+
+def run_cli(
+    path: str | Path,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    mode: Literal["auto", "faithful", "recorded"] = "auto",
+) -> int:
+    """``streamal replay --offline FILE [--out DIR] [--config FILE] [--mode MODE]``: replay, print a short
+    summary, write ``summary.json`` and ``decisions.jsonl`` to ``out`` (checked, and created, first). Returns
+    0, or :data:`EXIT_DIFFERS` when a faithful replay does not reproduce the recording (or compared no
+    prediction). A wrong setting raises ``ConfigError``, a file that cannot be read ``StreamalError`` (the
+    command line turns them into exit codes 2 and 1)."""
     settings = load_settings(config)
-    run = replay_offline(Path(path), settings)
+    if out is not None:
+        _writable(Path(out))
+    run = replay_offline(Path(path), settings, mode=mode)
     for line in _describe(run):
         print(line)
     if out is not None:
@@ -898,6 +1089,8 @@ def _describe(run: OfflineRun) -> Iterator[str]:
     if run.bad_lines:
         lines = ", ".join(str(b.line) for b in run.bad_lines[:10])
         yield f"{len(run.bad_lines)} lines are no recorded message (lines {lines})"
+    for topic, n in run.ignored.items():
+        yield f"ignored: {topic} {n}"
     for note in run.notes:
         yield f"note: {note}"
     c = run.comparison
@@ -910,7 +1103,8 @@ def _describe(run: OfflineRun) -> Iterator[str]:
         )
         yield (
             f"against the recording: {requests}, {c.predictions_equal} of {c.predictions_recorded} "
-            f"predictions (class, queried, model version), probabilities within {c.max_proba_difference:.2g}"
+            f"predictions (class, queried), probabilities within {c.max_proba_difference:.2g}; "
+            f"{c.versions_equal} of {c.predictions_recorded} scored at the recorded model version"
         )
         if c.reproduced:
             yield "reproduced"

@@ -34,7 +34,6 @@ from prometheus_client import CollectorRegistry
 from streamal import checkpoint, messages
 from streamal.broker import EmbeddedBroker
 from streamal.engine import Decision, Engine
-from streamal.kafka import worker as worker_module
 from streamal.kafka.outbox import Outbox
 from streamal.kafka.worker import Worker
 from streamal.messages import MAX_MESSAGE_BYTES, Label, Sample, label_message
@@ -482,7 +481,7 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
             raise TypeError("Recursion limit reached")  # what orjson says of a value nested too deep
         return encode(sample_id, *args)
 
-    monkeypatch.setattr(worker_module, "prediction_message", predicting)
+    monkeypatch.setattr(messages, "prediction_message", predicting)  # (the worker's encode_outputs calls it)
     settings = settings_for(broker.bootstrap_servers, prefix)
     registry = CollectorRegistry()
     seen: dict[str, Any] = {}

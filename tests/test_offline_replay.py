@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamal.broker import EmbeddedBroker
+from streamal.cli import main
 from streamal.config import Settings, load_settings
 from streamal.datasets import load
-from streamal.errors import ConfigError, StreamalError
+from streamal.errors import ConfigError, DecodeError, StreamalError
 from streamal.kafka.client import connection_options
+from streamal.messages import decode_label, decode_sample, encode_outputs, label_request_message
 from streamal.offline import EXIT_DIFFERS, OfflineRun, replay_offline, run_cli
 from streamal.oracle import OracleStats
 from streamal.replay import RecordedMessage, read_file, record, replay
-from streamal.service import Service
+from streamal.service import Service, build_engine
 from tests.kafkatools import oracle_for, settings_for
 
 T0 = 1_700_000_000_000  # ms: the recordings' first timestamp
@@ -306,10 +309,13 @@ def _service_run(broker: EmbeddedBroker, prefix: str, out: Path, partitions: int
                 assert time.monotonic() < deadline, "not every sample scored and request answered in 30 s"
                 await asyncio.sleep(0.1)
         finally:
-            service.stop()
-            assert await asyncio.wait_for(run, 15) == 0
+            # the oracle first: an assertion of the run's exit code must not leave it running, nor hide the
+            # error that brought us here
             stopping.set()
+            service.stop()
             await asyncio.wait_for(oracle, 15)
+            code = await asyncio.wait_for(run, 15)
+        assert code == 0
         topics = [f"{prefix}{t}" for t in ("samples", "labels", "predictions", "label-requests")]
         with out.open("wb") as fh:
             return await record(options, topics, fh, idle_seconds=5)
@@ -449,3 +455,234 @@ def test_damaged_recordings_are_reported_never_raised(tmp_path: Path) -> None:
         assert summary["samples"] == run.samples
     assert replayed >= 50
     assert bad_lines > 0
+
+
+# -- faithful mode: its edges ----------------------------------------------------------------------------
+def _big_meta_stream(n: int, big: set[int]) -> tuple[list[RecordedMessage], list[RecordedMessage]]:
+    """``n`` phishing samples 50 ms apart, those of ``big`` with a meta that makes a label request over the
+    size limit (the sample itself is not), and every sample's label 1.5 s after it."""
+    records = load("phishing", limit=n)
+    samples, labels = [], []
+    for i, r in enumerate(records):
+        value: dict[str, Any] = {"id": r.id, "features": r.features}
+        if i in big:
+            value["meta"] = {"blob": "x" * 1_047_400}
+        samples.append(RecordedMessage("samples", 0, i, T0 + 50 * i, r.id.encode(), orjson.dumps(value)))
+        labels.append(_label(i, r.id, r.label, T0 + 50 * i + 1500))
+    return samples, labels
+
+
+def _service_like(
+    samples: list[RecordedMessage], labels: list[RecordedMessage], settings: Settings, size: int
+) -> list[RecordedMessage]:
+    """What an all-in-one service publishes for ``samples`` fetched ``size`` at a time (each fetch with the
+    labels stamped before its last sample), driven as ``Worker._handle`` drives the engine: the labels
+    learned, the batch scored, each output checked (``encode_outputs``) and dead-lettered with its headers
+    (the request withdrawn), the requests of a window taken. Its predictions, label requests, dead letters."""
+    now = [0.0]
+    engine = build_engine(settings, clock=lambda: now[0], role="all")
+    strategy, windowed = engine.strategy.name, engine.selector is not None
+    out: list[RecordedMessage] = []
+    offsets: Counter[str] = Counter()
+
+    def publish(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        stamp = int(now[0] * 1000) + 1  # a millisecond after the batch's clock reading
+        out.append(RecordedMessage(topic, 0, offsets[topic], stamp, key, value, headers or []))
+        offsets[topic] += 1
+
+    learned = 0
+    for start in range(0, len(samples), size):
+        fetch = samples[start : start + size]
+        at = fetch[-1].timestamp or 0
+        now[0] = at / 1000.0 + 0.0004
+        while learned < len(labels) and (labels[learned].timestamp or 0) < at:
+            engine.learn(decode_label(labels[learned].value))
+            learned += 1
+        for d, m in zip(engine.score([decode_sample(m.value) for m in fetch]), fetch, strict=True):
+            key = d.sample.id.encode()
+            try:
+                prediction, request = encode_outputs(d, len(m.value or b""), strategy, windowed)
+            except DecodeError as exc:
+                headers = [
+                    ("error.reason", exc.reason.encode()),
+                    ("source.topic", m.topic.encode()),
+                    ("source.partition", str(m.partition).encode()),
+                    ("source.offset", str(m.offset).encode()),
+                ]
+                publish("dead-letters", key, (m.value or b"")[:65_536], headers)
+                if d.queried or windowed:
+                    engine.withdraw(d.sample.id)
+                continue
+            publish("predictions", key, prediction)
+            if d.queried and request is not None:
+                publish("label-requests", key, request)
+        for d in engine.take_requests():
+            request = label_request_message(
+                d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
+            )
+            publish("label-requests", d.sample.id.encode(), request)
+    return out
+
+
+WINDOWED = load_settings(env={"STREAMAL_STRATEGY__SELECTOR": "kcenter", "STREAMAL_STRATEGY__WINDOW": "5"})
+
+
+@pytest.mark.parametrize("settings", [DEFAULTS, WINDOWED], ids=["biqf", "kcenter-window"])
+def test_faithful_scores_the_samples_the_original_dead_lettered_after_scoring_them(
+    settings: Settings,
+) -> None:
+    """The worker scores a batch (spending the policy's budget, filling a window) and only then dead-letters
+    a sample whose output is over the size limit: the replay scores it in its batch, and dead-letters it
+    again. Before, it was left out ("unscored") and the policy's state went another way from there on."""
+    # fetches of five: 22 and 24 at the end of a fetch, 37 and 64 inside one, 40 at the start of one
+    big = {22, 24, 37, 40, 64}
+    samples, labels = _big_meta_stream(300, big)
+    published = _service_like(samples, labels, settings, size=5)
+    dead = [m for m in published if m.topic == "dead-letters"]
+    assert dead, "the service dead-letters some output"
+    dead_offsets = sorted(int(dict(m.headers)["source.offset"]) for m in dead)
+    # with its dead letters recorded; then without them (where each is between the samples of its partition)
+    for recording, exact in ((samples + labels + published, True), (samples + labels, False)):
+        if not exact:
+            recording += [m for m in published if m.topic != "dead-letters"]
+        run = replay_offline(recording, settings)
+        c = run.comparison
+        assert run.mode == "faithful"
+        assert c is not None
+        assert [(d.offset, d.reason) for d in run.dead_letters] == [(o, "too_large") for o in dead_offsets]
+        assert not run.unscored
+        assert run.ignored == {}
+        if exact or 40 not in dead_offsets:  # without its dead letter, 40 is taken to be in the fetch before
+            assert c.reproduced, (c.as_dict(), run.notes)
+            assert c.requests_order == "exact"
+            assert c.max_proba_difference < 1e-9
+
+
+def test_faithful_scores_a_dead_lettered_sample_of_a_recorded_run_between_its_neighbours() -> None:
+    """The reviewer's big.py: a recorded-mode replay (each sample a batch of its own) stands for the
+    original; one of its ten samples with a large meta was asked for, and its request was too large."""
+    samples, labels = _big_meta_stream(300, set(range(20, 30)))
+    original = replay_offline(samples + labels, DEFAULTS)
+    assert [d.reason for d in original.dead_letters] == ["too_large"]
+    run = replay_offline(samples + labels + _as_predictions(original), DEFAULTS)
+    assert run.comparison is not None
+    assert run.comparison.reproduced, run.comparison.as_dict()
+    assert [(d.offset, d.reason) for d in run.dead_letters] == [(23, "too_large")]  # as the original's
+    assert run.asked == original.asked
+    # a sample after the last one scored in its partition, with no dead letter: the recording ended first
+    late = _sample(300, "late", {"x": 1.0}, T0 + 50 * 300)
+    ended = replay_offline(samples + labels + [late] + _as_predictions(original), DEFAULTS)
+    assert ended.unscored == ["late"]
+    assert ended.comparison is not None
+    assert ended.comparison.reproduced
+
+
+def _early_label_recording() -> list[RecordedMessage]:
+    recording = [
+        _sample(i, f"s{i}", {"x": x}, T0 + 1000 * i) for i, x in enumerate((0.0, 5.0, 10.0, 9.0, 1.0))
+    ]
+    # s2's label comes before s2 is scored (unknown in the original), s0's after
+    return [*recording, _label(0, "s2", "high", T0 + 1500), _label(1, "s0", "low", T0 + 2500)]
+
+
+def test_faithful_learns_a_label_that_came_before_its_sample_where_it_came() -> None:
+    recording = _early_label_recording()
+    original = replay_offline(recording, DEFAULTS)
+    assert original.outcomes["unknown"] == 1  # s2's label: its sample was not scored yet
+    run = replay_offline(recording + _as_predictions(original), DEFAULTS)
+    assert run.outcomes == original.outcomes  # before: s2's label applied later, and s3, s4 predicted "high"
+    assert run.comparison is not None
+    assert run.comparison.reproduced, run.comparison.as_dict()
+    assert [d.prediction for d in run.decisions] == [d.prediction for d in original.decisions]
+
+
+def test_faithful_tells_a_sample_id_sent_twice_apart_by_where_it_is() -> None:
+    """The reviewer's dup.py: s1 sent twice, predicted "a" then "b"; keyed by id, the two were one."""
+    recording = [
+        _sample(0, "s0", {"x": 0.0}, T0),
+        _sample(1, "s1", {"x": 5.0}, T0 + 1000),
+        _sample(2, "s1", {"x": 5.0}, T0 + 3000),
+        _sample(3, "s3", {"x": 5.0}, T0 + 4000),
+        _label(0, "s0", "a", T0 + 500),
+        _label(1, "s1", "b", T0 + 2000),
+    ]
+    original = replay_offline(recording, DEFAULTS)
+    assert [(d.id, d.prediction) for d in original.decisions][1:3] == [("s1", "a"), ("s1", "b")]
+    run = replay_offline(recording + _as_predictions(original), DEFAULTS)
+    assert run.comparison is not None
+    assert run.comparison.reproduced, run.comparison.listed
+    assert run.comparison.predictions_equal == 4
+
+
+@pytest.mark.usefixtures("no_streamal_env")
+def test_faithful_with_no_prediction_compared_is_not_reproduced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Predictions that cannot be read, or of another run's samples: 0 of 0 compared is no reproduction."""
+    samples = [_sample(i, f"s{i}", {"x": float(i % 3)}, T0 + 100 * i) for i in range(5)]
+    unreadable = RecordedMessage("predictions", 0, 0, T0, b"k", b"garbage")
+    others = _as_predictions(replay_offline([_sample(0, "other", {"x": 1.0}, T0)], DEFAULTS))
+    for predictions in ([unreadable], others):
+        path = _write(tmp_path / "r.jsonl", samples + predictions)
+        run = replay_offline(path, DEFAULTS)
+        assert run.mode == "faithful"
+        assert run.comparison is not None
+        assert run.comparison.predictions_recorded == 0
+        assert not run.comparison.reproduced  # before: reproduced, exit 0
+        assert run_cli(path) == EXIT_DIFFERS
+        assert "NOT reproduced" in capsys.readouterr().out
+        assert "no recorded prediction was compared" in (run.comparison.first_difference or "")
+
+
+@pytest.mark.usefixtures("no_streamal_env")
+def test_run_cli_refuses_an_out_it_cannot_write_before_replaying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "r.jsonl", [_sample(0, "s0", {"x": 1.0}, T0)])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+
+    def no_replay(*args: object, **kwargs: object) -> OfflineRun:
+        raise AssertionError("replayed before --out was checked")
+
+    monkeypatch.setattr("streamal.offline.replay_offline", no_replay)
+    for out in (a_file, a_file / "below", Path("/proc/streamal-out")):
+        with pytest.raises(ConfigError, match=rf"^--out {out}: cannot write it \("):
+            run_cli(path, out)  # before: a traceback, after the whole replay
+
+
+@pytest.mark.usefixtures("no_streamal_env")
+def test_a_predictions_topic_of_another_name_is_reported_and_mode_decides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reviewer's ign.py: predictions recorded as ``dev-predictions`` while the settings say
+    ``predictions``: silently a recorded replay, exit 0, before."""
+    samples = [_sample(i, f"s{i}", {"x": float(i)}, T0 + 100 * i) for i in range(3)]
+    renamed = [
+        RecordedMessage("dev-predictions", m.partition, m.offset, m.timestamp, m.key, m.value)
+        for m in _as_predictions(replay_offline(samples, DEFAULTS))
+    ]
+    path = _write(tmp_path / "r.jsonl", samples + renamed)
+    assert run_cli(path) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("recorded replay")
+    assert "ignored: dev-predictions 3\n" in out
+    with pytest.raises(ConfigError, match=r"predictions topic 'predictions'.*STREAMAL_TOPICS__PREDICTIONS"):
+        run_cli(path, mode="faithful")
+    assert main(["replay", "--offline", str(path), "--mode", "faithful"]) == 2
+    assert "topics.predictions" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("topics:\n  predictions: dev-predictions\n")
+    assert main(["replay", "--offline", str(path), "--config", str(config), "--mode", "faithful"]) == 0
+    assert "reproduced" in capsys.readouterr().out
+    assert main(["replay", "--offline", str(path), "--config", str(config), "--mode", "recorded"]) == 0
+    assert "ignored: dev-predictions 3\n" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("no_streamal_env")
+def test_a_file_with_no_recorded_message_is_one_error_naming_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.jsonl"
+    path.write_bytes(b"\n" + b'{"x": 1}\n' + b"not json\n")
+    with pytest.raises(StreamalError, match=rf"^{path}: no line is a recorded message .*line 2: ") as caught:
+        replay_offline(path, DEFAULTS)
+    assert not isinstance(caught.value, ConfigError)  # before: "no record of the samples topic"

@@ -155,8 +155,30 @@ def test_replay_sends_a_recording_out_of_time_order_in_time_order_at_its_own_tim
             # each sent at its own time after the earliest one, divided by the speed
             sent = [g.timestamp()[1] for g in got]
             errors = [abs((s - sent[0]) - 40 * i / speed) for i, s in enumerate(sent)]
-            assert statistics.median(errors) <= 50, errors
-            assert 445 - 100 <= sent[-1] - sent[0] <= 445 + 400, sent[-1] - sent[0]
+            # bounds a loaded 2-core machine meets, and a replay that ignores the timestamps does not: sent
+            # at once, the span is near 0 and the median error near 220 ms (a replay that drifted: 171 ms)
+            assert statistics.median(errors) <= 100, errors
+            assert 445 / 2 <= sent[-1] - sent[0] <= 445 + 1500, sent[-1] - sent[0]
+
+
+def test_replay_offline_refuses_the_flags_of_a_replay_into_kafka_and_mode_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--speed`` (even ``--speed 0``, the default of a replay into Kafka) has no meaning offline, nor has
+    ``--mode`` without ``--offline``: each is one line, exit 2, before anything is read or sent."""
+    path = _write(tmp_path / "rec.jsonl", [RecordedMessage("samples", 0, 0, T0, b"k", b"v", [])])
+    for flags, says in (
+        (["--offline", "--speed", "0"], "--speed: not with --offline"),
+        (["--offline", "--speed", "2"], "--speed: not with --offline"),
+        (["--mode", "faithful"], "--mode goes with --offline"),
+    ):
+        assert main(["replay", str(path), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert says in err, err
+    with pytest.raises(SystemExit):
+        main(["replay", "--offline", str(path), "--mode", "exact"])  # not a choice: argparse says so
+    assert "invalid choice: 'exact'" in capsys.readouterr().err
 
 
 def test_a_topic_name_kafka_refuses_is_one_line_before_anything_is_sent(tmp_path: Path, capsys) -> None:

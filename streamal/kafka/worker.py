@@ -53,13 +53,14 @@ from streamal.kafka.outbox import Headers, Outbox
 from streamal.kafka.partitioner import partitions_for
 from streamal.messages import (
     MAX_MESSAGE_BYTES,
+    RECORD_OVERHEAD,
     Label,
     Sample,
     decode_label,
     decode_label_request,
     decode_sample,
+    encode_outputs,
     label_request_message,
-    prediction_message,
 )
 from streamal.metrics import Metrics
 
@@ -69,15 +70,6 @@ _MAX_DETAIL = 1000
 
 #: what a dead letter keeps of an original value that is too large to pass on whole
 DEAD_LETTER_PREFIX_BYTES = 65_536
-
-#: room kept in a record batch for its own header (61 bytes) and the record's framing (varints), so that a
-#: record whose key, value and headers take up to ``MAX_MESSAGE_BYTES - _RECORD_OVERHEAD`` bytes is accepted
-#: by a topic with Kafka's default ``max.message.bytes`` (``MAX_MESSAGE_BYTES`` + 12)
-_RECORD_OVERHEAD = 1024
-
-#: a number re-encoded as a float takes at most 24 characters where its sample may have used 3 ("1e9") with
-#: its separator: a sample's label request is at most this many times its size, plus its prediction's
-_REENCODED_GROWTH = 8
 
 #: produce errors the cluster gives again at every retry: they stop the service (DeliveryRefusedError).
 #: ``KafkaError.retriable`` cannot tell: a timed-out delivery, which a retry cures, is not "retriable" either.
@@ -113,9 +105,9 @@ def _refusal(exc: KafkaError) -> DeliveryRefusedError:
 
 
 def _record_size(key: bytes | None, value: bytes, headers: Headers = ()) -> int:
-    """What a record takes in a record batch of its own, at most (see ``_RECORD_OVERHEAD``)."""
+    """What a record takes in a record batch of its own, at most (see ``RECORD_OVERHEAD``)."""
     return (
-        _RECORD_OVERHEAD
+        RECORD_OVERHEAD
         + len(key or b"")
         + len(value)
         + sum(len(name.encode()) + len(data) for name, data in headers)
@@ -650,40 +642,13 @@ class Worker:
         strategy = engine.strategy.name
         windowed = engine.selector is not None
         limit = MAX_MESSAGE_BYTES
-        # the room a record's key and value may take (a label request: 64 bytes less, for the time of a
-        # request made later, from a window, being longer)
-        room = limit - _RECORD_OVERHEAD
         for d, record, key, index in zip(decisions, sources, keys, pred_index, strict=True):
             try:
-                prediction = prediction_message(
-                    d.sample.id, d.prediction, d.proba, d.uncertainty, d.model_version, d.queried, d.ts
-                )
-                request = None
-                # with a selector any sample may be asked for later (see take_requests): its request must fit
-                if d.queried or (
-                    windowed and _REENCODED_GROWTH * len(record.value or b"") + len(prediction) + 64 > room
-                ):
-                    request = label_request_message(
-                        d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
-                    )
-            except TypeError as exc:  # orjson cannot write it (the decoder refuses what it knows of)
-                detail = f"its output cannot be encoded: {exc}"
-                await self._dead_letter(record, "invalid_schema", detail, tally)
+                prediction, request = encode_outputs(d, len(record.value or b""), strategy, windowed)
+            except DecodeError as exc:  # it cannot be encoded, or a record would be over the size limit
+                await self._dead_letter(record, exc.reason, exc.detail, tally)
                 if d.queried or windowed:
                     engine.withdraw(d.sample.id)  # no request goes out: none may wait for its label
-                continue
-            if len(key) + len(prediction) > room or (
-                request is not None and len(key) + len(request) + 64 > room
-            ):
-                sizes = [f"its prediction would be {len(prediction)} bytes"]
-                if request is not None:
-                    sizes.append(f"its label request {len(request)} bytes")
-                detail = (
-                    f"{', '.join(sizes)}: over the {limit} bytes a record may take with its key and framing"
-                )
-                await self._dead_letter(record, "too_large", detail, tally)
-                if d.queried or windowed:
-                    engine.withdraw(d.sample.id)
                 continue
             partition = pred_parts[index]
             await outbox.add(pred_topic, key, prediction, partition=partition)
