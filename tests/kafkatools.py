@@ -4,15 +4,19 @@ service wrote, and a service settings builder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from streamal.config import load_settings
 from streamal.messages import ClassLabel
 from streamal.oracle import OracleStats, run_oracle
+from streamal.service import Service
 
 
 def settings_for(bootstrap: str, prefix: str, **extra: str) -> Any:
@@ -98,3 +102,45 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str = "the c
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
         time.sleep(0.2)
+
+
+# -- an in-process service, for the tests that inject faults around it -------------------------------------
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample's value in ``registry`` (0 when it has none yet)."""
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """:func:`wait_until` for a coroutine: polls every 0.1 s, gives up after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def start_service(
+    settings: Any, registry: CollectorRegistry, role: str = "all"
+) -> tuple[Service, asyncio.Task[int]]:
+    """A :class:`~streamal.service.Service` running in this event loop, once it is ready."""
+    service = Service(settings, registry, role=role)
+    run = asyncio.create_task(service.run())
+    await until(lambda: service.ready() or run.done(), 30, "readiness")
+    assert not run.done(), run
+    return service, run
+
+
+async def finish_service(run: asyncio.Task[int]) -> None:
+    """Cancel the service if a failed test left it running."""
+    if not run.done():
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await run
+
+
+def sample_records(stem: str, n: int) -> list[tuple[bytes | None, bytes | None]]:
+    """``n`` samples ``stem0``, ``stem1``, ... as (key, value) records, two features each."""
+    return [
+        (f"{stem}{i}".encode(), orjson.dumps({"id": f"{stem}{i}", "features": {"x": float(i % 7), "y": 1.0}}))
+        for i in range(n)
+    ]

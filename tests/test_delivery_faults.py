@@ -10,7 +10,6 @@ answer; the model's failure is injected in the engine, so that the test does not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -39,7 +38,16 @@ from streamal.kafka.worker import Worker
 from streamal.messages import MAX_MESSAGE_BYTES, Label, Sample, label_message
 from streamal.pending import LabelOutcome
 from streamal.service import EXIT_OUTPUT_REFUSED, Service
-from tests.kafkatools import produce, read_all, settings_for
+from tests.kafkatools import (
+    finish_service,
+    metric,
+    produce,
+    read_all,
+    sample_records,
+    settings_for,
+    start_service,
+    until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -48,43 +56,6 @@ KAFKA_MESSAGE_MAX_BYTES = 1_048_588
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
-
-
-async def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def _start(
-    settings: Any, registry: CollectorRegistry, role: str = "all"
-) -> tuple[Service, asyncio.Task[int]]:
-    service = Service(settings, registry, role=role)
-    run = asyncio.create_task(service.run())
-    await _until(lambda: service.ready() or run.done(), 30, "readiness")
-    assert not run.done(), run
-    return service, run
-
-
-async def _finish(run: asyncio.Task[int]) -> None:
-    """Cancel the service if a failed test left it running."""
-    if not run.done():
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await run
-
-
-def _samples(stem: str, n: int) -> list[tuple[bytes | None, bytes | None]]:
-    return [
-        (f"{stem}{i}".encode(), orjson.dumps({"id": f"{stem}{i}", "features": {"x": float(i % 7), "y": 1.0}}))
-        for i in range(n)
-    ]
-
-
 def _ids(bootstrap: str, topic: str, expect: int, timeout: float = 10.0) -> Counter[str]:
     return Counter(orjson.loads(m.value())["id"] for m in read_all(bootstrap, topic, expect, timeout))
 
@@ -162,22 +133,24 @@ def test_a_delivery_failing_while_a_checkpoint_is_due_is_processed_again(
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         try:
             faults.armed = True
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("s", 50))
-            await _until(
-                lambda: run.done() or _value(registry, "streamal_samples_total") >= 50,
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("s", 50)
+            )
+            await until(
+                lambda: run.done() or metric(registry, "streamal_samples_total") >= 50,
                 30,
                 "50 samples scored",
             )
             await asyncio.sleep(1.0)
             assert not run.done(), f"the service stopped: {run.exception()!r}"
-            seen["produce_errors"] = _value(registry, "streamal_errors_total", kind="produce")
+            seen["produce_errors"] = metric(registry, "streamal_errors_total", kind="produce")
             service.stop()
             seen["code"] = await asyncio.wait_for(run, 20)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(main())
     assert faults.failed == 1
@@ -208,17 +181,19 @@ def test_a_batch_whose_output_could_not_be_handed_to_the_producer_is_read_again(
     registry = CollectorRegistry()
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         try:
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("s", 40))
-            await _until(
-                lambda: _value(registry, "streamal_errors_total", kind="produce") >= 1, 30, "the error"
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("s", 40)
+            )
+            await until(
+                lambda: metric(registry, "streamal_errors_total", kind="produce") >= 1, 30, "the error"
             )
             await asyncio.sleep(3)
             service.stop()
             assert await asyncio.wait_for(run, 20) == 0
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(main())
     assert raised
@@ -247,19 +222,21 @@ def test_an_outage_with_checkpoints_on_ends_as_documented(ending: str, prefix: s
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "message.timeout.ms": 3000})
         i = 0
         while feeding.is_set():
-            producer.produce(f"{prefix}samples", key=f"s{i}".encode(), value=_samples(f"s{i}-", 1)[0][1])
+            producer.produce(
+                f"{prefix}samples", key=f"s{i}".encode(), value=sample_records(f"s{i}-", 1)[0][1]
+            )
             producer.poll(0)
             i += 1
             time.sleep(0.002)
         producer.flush(3)
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         feeder = threading.Thread(target=feed, daemon=True)
         try:
             feeding.set()
             feeder.start()
-            await _until(lambda: _value(registry, "streamal_samples_total") >= 500, 30, "500 samples scored")
+            await until(lambda: metric(registry, "streamal_samples_total") >= 500, 30, "500 samples scored")
             broker.stop()
             feeding.clear()
             stopped_at = time.monotonic()
@@ -275,7 +252,7 @@ def test_an_outage_with_checkpoints_on_ends_as_documented(ending: str, prefix: s
             seen["seconds"] = time.monotonic() - stopped_at
         finally:
             feeding.clear()
-            await _finish(run)
+            await finish_service(run)
             await asyncio.to_thread(feeder.join, 10)
 
     try:
@@ -305,30 +282,36 @@ def test_a_checkpoint_after_a_failed_delivery_records_no_position_past_it(
 
     async def first() -> None:
         registry = CollectorRegistry()
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         running.append(service)
         try:
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("a", 30))
-            await _until(lambda: _value(registry, "streamal_samples_total") >= 30, 30, "the first samples")
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("a", 30)
+            )
+            await until(lambda: metric(registry, "streamal_samples_total") >= 30, 30, "the first samples")
             await asyncio.sleep(0.5)
             faults.armed = True
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("b", 30))
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("b", 30)
+            )
             codes.append(await asyncio.wait_for(run, 30))
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     async def second() -> None:
         registry = CollectorRegistry()
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         running.append(service)
         try:
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("c", 5))
-            await _until(lambda: _value(registry, "streamal_samples_total") >= 5, 30, "the last samples")
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("c", 5)
+            )
+            await until(lambda: metric(registry, "streamal_samples_total") >= 5, 30, "the last samples")
             await asyncio.sleep(3)  # and the failed batch's, if they are read again
             service.stop()
             codes.append(await asyncio.wait_for(run, 20))
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(first())
     assert faults.failed == 1
@@ -365,32 +348,32 @@ def test_output_over_the_size_limit_is_dead_lettered_once_and_nothing_is_retried
 
     def send() -> None:
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "message.max.bytes": 2_000_000})
-        for key, value in [(b"wide", wide), *_samples("a", 5), (b"big", big), *_samples("b", 5)]:
+        for key, value in [(b"wide", wide), *sample_records("a", 5), (b"big", big), *sample_records("b", 5)]:
             producer.produce(f"{prefix}samples", key=key, value=value)
         assert producer.flush(30) == 0
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         try:
             await asyncio.to_thread(send)
-            await _until(
+            await until(
                 lambda: (
-                    _value(registry, "streamal_samples_total") >= 10
-                    and _value(registry, "streamal_dead_letters_total", reason="too_large") >= 2
+                    metric(registry, "streamal_samples_total") >= 10
+                    and metric(registry, "streamal_dead_letters_total", reason="too_large") >= 2
                 ),
                 40,
                 "10 samples scored and 2 dead letters",
             )
             await asyncio.sleep(2)
             for kind in ("produce", "model"):
-                seen[kind] = _value(registry, "streamal_errors_total", kind=kind)
-            seen["samples"] = _value(registry, "streamal_samples_total")
-            seen["too_large"] = _value(registry, "streamal_dead_letters_total", reason="too_large")
-            seen["requests"] = _value(registry, "streamal_label_requests_total")
+                seen[kind] = metric(registry, "streamal_errors_total", kind=kind)
+            seen["samples"] = metric(registry, "streamal_samples_total")
+            seen["too_large"] = metric(registry, "streamal_dead_letters_total", reason="too_large")
+            seen["requests"] = metric(registry, "streamal_label_requests_total")
             service.stop()
             seen["code"] = await asyncio.wait_for(run, 20)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(main())
     assert refused == []
@@ -433,12 +416,14 @@ def test_a_delivery_the_cluster_refuses_for_good_stops_the_service(
     registry = CollectorRegistry()
 
     async def main() -> int:
-        _, run = await _start(settings, registry, role)
+        _, run = await start_service(settings, registry, role)
         try:
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("s", 5))
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("s", 5)
+            )
             return await asyncio.wait_for(asyncio.shield(run), 20)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     with caplog.at_level(logging.ERROR):
         assert asyncio.run(main()) == EXIT_OUTPUT_REFUSED
@@ -447,7 +432,7 @@ def test_a_delivery_the_cluster_refuses_for_good_stops_the_service(
     assert refusal, caplog.text
     assert f"{prefix}predictions" in refusal[0]
     assert "TopicAuthorizationFailedError" in refusal[0]
-    assert _value(registry, "streamal_errors_total", kind="produce") == 1
+    assert metric(registry, "streamal_errors_total", kind="produce") == 1
     assert set(refused) == {f"{prefix}predictions"}
 
 
@@ -487,7 +472,7 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         try:
             seen["at_start"] = (
                 registry.get_sample_value("streamal_errors_total", {"kind": "model"}),
@@ -495,14 +480,14 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
             )
             bootstrap = broker.bootstrap_servers
             # one batch: the model fails on two of its five samples
-            poisoned = _samples("poison", 2) + _samples("mix", 3)
+            poisoned = sample_records("poison", 2) + sample_records("mix", 3)
             await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", poisoned)
-            await _until(
+            await until(
                 lambda: (
                     run.done()
                     or (
-                        _value(registry, "streamal_dead_letters_total", reason="model_error") >= 2
-                        and _value(registry, "streamal_samples_total") >= 3
+                        metric(registry, "streamal_dead_letters_total", reason="model_error") >= 2
+                        and metric(registry, "streamal_samples_total") >= 3
                     )
                 ),
                 30,
@@ -513,27 +498,29 @@ def test_an_exception_of_the_model_dead_letters_its_input_and_the_loop_goes_on(
             unsendable: list[tuple[bytes | None, bytes | None]] = [
                 (b"unsendable", orjson.dumps({"id": "unsendable", "features": {"x": 1.0}}))
             ]
-            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", _samples("n", 5) + unsendable)
-            await _until(
+            await asyncio.to_thread(
+                produce, bootstrap, f"{prefix}samples", sample_records("n", 5) + unsendable
+            )
+            await until(
                 lambda: (
                     run.done()
                     or (
-                        _value(registry, "streamal_samples_total") >= 8
-                        and _value(registry, "streamal_labels_total", outcome="unknown") >= 1
-                        and _value(registry, "streamal_dead_letters_total", reason="model_error") >= 3
-                        and _value(registry, "streamal_dead_letters_total", reason="invalid_schema") >= 1
+                        metric(registry, "streamal_samples_total") >= 8
+                        and metric(registry, "streamal_labels_total", outcome="unknown") >= 1
+                        and metric(registry, "streamal_dead_letters_total", reason="model_error") >= 3
+                        and metric(registry, "streamal_dead_letters_total", reason="invalid_schema") >= 1
                     )
                 ),
                 30,
                 "the label dead-lettered and the next samples scored",
             )
             assert not run.done(), f"the service stopped: {run.exception()!r}"
-            seen["errors"] = _value(registry, "streamal_errors_total", kind="model")
-            seen["dead"] = _value(registry, "streamal_dead_letters_total", reason="model_error")
+            seen["errors"] = metric(registry, "streamal_errors_total", kind="model")
+            seen["dead"] = metric(registry, "streamal_dead_letters_total", reason="model_error")
             service.stop()
             seen["code"] = await asyncio.wait_for(run, 20)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(main())
     assert seen["at_start"] == (0.0, 0.0)  # exported from the start, like the other kinds and reasons
@@ -566,28 +553,28 @@ def test_a_batch_processed_again_after_a_failed_delivery_is_counted_once(
     seen: dict[str, float] = {}
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         try:
             faults.armed = True
-            stream = [*_samples("s", 20), (b"bad", b"not json"), (b"bad", b"{")]
+            stream = [*sample_records("s", 20), (b"bad", b"not json"), (b"bad", b"{")]
             await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", stream)
-            await _until(
+            await until(
                 lambda: (
-                    _value(registry, "streamal_errors_total", kind="produce") >= 1
-                    and _value(registry, "streamal_samples_total") >= 20
-                    and _value(registry, "streamal_dead_letters_total", reason="invalid_json") >= 2
+                    metric(registry, "streamal_errors_total", kind="produce") >= 1
+                    and metric(registry, "streamal_samples_total") >= 20
+                    and metric(registry, "streamal_dead_letters_total", reason="invalid_json") >= 2
                 ),
                 30,
                 "the batch processed again",
             )
             await asyncio.sleep(1.5)
             for name in ("samples", "predictions", "label_requests"):
-                seen[name] = _value(registry, f"streamal_{name}_total")
-            seen["dead"] = _value(registry, "streamal_dead_letters_total", reason="invalid_json")
+                seen[name] = metric(registry, f"streamal_{name}_total")
+            seen["dead"] = metric(registry, "streamal_dead_letters_total", reason="invalid_json")
             service.stop()
             assert await asyncio.wait_for(run, 20) == 0
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(main())
     assert faults.failed == 1

@@ -9,12 +9,9 @@ answer (see tests/test_delivery_faults.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,45 +31,19 @@ from streamal.policies import FixedThreshold
 from streamal.selection import build_selector
 from streamal.service import EXIT_OUTPUT_REFUSED, Service
 from streamal.strategies import Entropy
-from tests.kafkatools import produce, read_all, settings_for
+from tests.kafkatools import (
+    finish_service,
+    metric,
+    produce,
+    read_all,
+    sample_records,
+    settings_for,
+    start_service,
+    until,
+)
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
-
-
-async def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def _start(settings: Any, registry: CollectorRegistry) -> tuple[Service, asyncio.Task[int]]:
-    service = Service(settings, registry)
-    run = asyncio.create_task(service.run())
-    await _until(lambda: service.ready() or run.done(), 30, "readiness")
-    assert not run.done(), run
-    return service, run
-
-
-async def _finish(run: asyncio.Task[int]) -> None:
-    """Cancel the service if a failed test left it running."""
-    if not run.done():
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await run
-
-
-def _samples(stem: str, n: int) -> list[tuple[bytes | None, bytes | None]]:
-    return [
-        (f"{stem}{i}".encode(), orjson.dumps({"id": f"{stem}{i}", "features": {"x": float(i % 7), "y": 1.0}}))
-        for i in range(n)
-    ]
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -137,32 +108,36 @@ def test_a_read_error_is_counted_apart_and_leaves_the_batches_in_flight_alone(
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         running.append(service)
         try:
             state["armed"] = True
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("s", 20))
-            await _until(
-                lambda: run.done() or (state["raised"] and _value(registry, "streamal_samples_total") >= 20),
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("s", 20)
+            )
+            await until(
+                lambda: run.done() or (state["raised"] and metric(registry, "streamal_samples_total") >= 20),
                 30,
                 "the read error and 20 samples scored",
             )
             await asyncio.sleep(1.5)  # a batch processed again would be published by now
             # the service goes on: samples sent after the error are scored too
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("t", 10))
-            await _until(
-                lambda: run.done() or _value(registry, "streamal_samples_total") >= 30,
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("t", 10)
+            )
+            await until(
+                lambda: run.done() or metric(registry, "streamal_samples_total") >= 30,
                 30,
                 "30 samples scored",
             )
             assert not run.done(), f"the service stopped: {run.exception()!r}"
             for kind in ("consume", "produce"):
-                seen[kind] = _value(registry, "streamal_errors_total", kind=kind)
-            seen["samples"] = _value(registry, "streamal_samples_total")
+                seen[kind] = metric(registry, "streamal_errors_total", kind=kind)
+            seen["samples"] = metric(registry, "streamal_samples_total")
             service.stop()
             seen["code"] = await asyncio.wait_for(run, 20)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     with caplog.at_level(logging.WARNING, logger="streamal"):
         asyncio.run(main())
@@ -247,19 +222,19 @@ def test_a_sample_asked_for_but_dead_lettered_leaves_no_request_waiting(
         assert producer.flush(30) == 0
 
     async def main() -> None:
-        service, run = await _start(settings, registry)
+        service, run = await start_service(settings, registry)
         try:
             bootstrap = broker.bootstrap_servers
             # one small sample first (with a selector: the window's first), then the wide one
-            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", _samples("a", 1))
-            await _until(lambda: _value(registry, "streamal_samples_total") >= 1, 30, "a0 scored")
+            await asyncio.to_thread(produce, bootstrap, f"{prefix}samples", sample_records("a", 1))
+            await until(lambda: metric(registry, "streamal_samples_total") >= 1, 30, "a0 scored")
             await asyncio.to_thread(send_wide)
-            await _until(
+            await until(
                 lambda: (
                     run.done()
                     or (
-                        _value(registry, "streamal_dead_letters_total", reason="too_large") >= 1
-                        and _value(registry, "streamal_label_requests_total") >= 1
+                        metric(registry, "streamal_dead_letters_total", reason="too_large") >= 1
+                        and metric(registry, "streamal_label_requests_total") >= 1
                     )
                 ),
                 40,
@@ -273,16 +248,16 @@ def test_a_sample_asked_for_but_dead_lettered_leaves_no_request_waiting(
             await asyncio.to_thread(
                 produce, bootstrap, f"{prefix}labels", [(b"wide", label_message("wide", 1))]
             )
-            await _until(
+            await until(
                 lambda: run.done() or sum(service.engine.outcomes.values()) >= 1, 30, "the label for wide"
             )
             seen["outcomes"] = {o.value: n for o, n in service.engine.outcomes.items() if n}
-            seen["timed_out"] = _value(registry, "streamal_pending_dropped_total", cause="timed_out")
-            seen["requests"] = _value(registry, "streamal_label_requests_total")
+            seen["timed_out"] = metric(registry, "streamal_pending_dropped_total", cause="timed_out")
+            seen["requests"] = metric(registry, "streamal_label_requests_total")
             service.stop()
             seen["code"] = await asyncio.wait_for(run, 20)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     asyncio.run(main())
     assert seen == {
@@ -327,12 +302,14 @@ def test_a_refusal_for_good_leaves_no_acknowledgement_unread(
     registry = CollectorRegistry()
 
     async def main() -> int:
-        _, run = await _start(settings, registry)
+        _, run = await start_service(settings, registry)
         try:
-            await asyncio.to_thread(produce, broker.bootstrap_servers, f"{prefix}samples", _samples("s", 10))
+            await asyncio.to_thread(
+                produce, broker.bootstrap_servers, f"{prefix}samples", sample_records("s", 10)
+            )
             return await asyncio.wait_for(asyncio.shield(run), 30)
         finally:
-            await _finish(run)
+            await finish_service(run)
 
     # the service's log record of the refusal holds the exception, so its traceback and the worker: kept by
     # pytest's log capture, it would keep the acknowledgements from being collected (and reported) here
