@@ -144,13 +144,22 @@ def check_model(name: str) -> None:
     ...
     streamal.errors.ConfigError: river:ensemble.BaggingClassifier cannot be built without parameters (...)
     """
+    if (problem := _model_problem(name)) is not None:
+        raise ConfigError(problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_problem(name: str) -> str | None:
+    """Why ``name`` cannot be built, or ``None``: once per process (the command line checks the models
+    with the flags that named them, :func:`run` again for its other callers; a torch model takes seconds)."""
     try:
         build_model(name)
     except ConfigError as exc:
         text = str(exc)
         if text.startswith("model.params: "):
             text = f"{name} cannot be built without parameters ({text.removeprefix('model.params: ')})"
-        raise ConfigError(text.removeprefix("model.name: ")) from None
+        return text.removeprefix("model.name: ")
+    return None
 
 
 def missing_parts(combo: Combo) -> list[str]:

@@ -60,6 +60,7 @@ from streamal.messages import (
     decode_label_request,
     decode_sample,
     encode_outputs,
+    fits,
     label_request_message,
 )
 from streamal.metrics import Metrics
@@ -641,7 +642,6 @@ class Worker:
         same_parts = pred_parts == req_parts
         strategy = engine.strategy.name
         windowed = engine.selector is not None
-        limit = MAX_MESSAGE_BYTES
         for d, record, key, index in zip(decisions, sources, keys, pred_index, strict=True):
             try:
                 prediction, request = encode_outputs(d, len(record.value or b""), strategy, windowed)
@@ -664,7 +664,7 @@ class Worker:
             request = label_request_message(
                 d.sample, d.prediction, d.proba, d.utility, strategy, d.model_version, d.ts
             )
-            if _record_size(key, request) > limit:
+            if not fits(key, request):
                 # checked with room to spare when it was scored, and dead-lettered (and withdrawn) then
                 log.warning(
                     "label request for %r not sent: %d bytes, over the limit", d.sample.id, len(request)
